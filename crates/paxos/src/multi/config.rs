@@ -1,0 +1,71 @@
+//! How a replica is set up: membership, timeouts in ticks, and limits.
+
+use crate::ballot::NodeId;
+
+/// A replica's configuration. Times are in ticks, whose length the caller
+/// decides; every bound is named with its unit.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This replica's id.
+    pub id: NodeId,
+    /// Every member, this replica included.
+    pub members: Vec<NodeId>,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: u32,
+    /// Ticks without hearing a leader before a follower stands; the actual
+    /// timeout is drawn from `[election_ticks, 2 * election_ticks)`.
+    pub election_ticks: u32,
+    /// Cap on the exponent of randomized exponential backoff after failed
+    /// elections.
+    pub backoff_exponent_max: u32,
+    /// Client commands per slot at most.
+    pub batch_commands_max: usize,
+    /// Slots in flight (proposed, not yet chosen) at most.
+    pub inflight_slots_max: usize,
+    /// Commands waiting for a slot at most; beyond it proposals are refused.
+    pub queue_commands_max: usize,
+    /// Decisions sent per catch-up request at most.
+    pub catchup_slots_max: u64,
+    /// How far past its commit index a replica accepts a slot: farther
+    /// slots are refused as out of range.
+    pub slot_window_max: u64,
+    /// A deliberately broken variant, for proving the checkers can fail.
+    pub bug: Option<Bug>,
+}
+
+impl Config {
+    /// A configuration with the defaults synod uses.
+    pub fn new(id: NodeId, members: Vec<NodeId>) -> Self {
+        Config {
+            id,
+            members,
+            heartbeat_ticks: 2,
+            election_ticks: 10,
+            backoff_exponent_max: 4,
+            batch_commands_max: 64,
+            inflight_slots_max: 64,
+            queue_commands_max: 4096,
+            catchup_slots_max: 64,
+            slot_window_max: 1 << 20,
+            bug: None,
+        }
+    }
+
+    /// The number of replicas that makes a majority.
+    pub fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+}
+
+/// Deliberately broken protocol variants. Never enable outside tests: each
+/// exists so that a test can show the simulator catching it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bug {
+    /// The acceptor forgets its promise (and the ballots it used) on restart.
+    ForgetPromise,
+    /// A new leader fills recovered slots with no-ops instead of adopting
+    /// the highest-ballot value its promises reported.
+    SkipAdoption,
+    /// A replica applies each decision as it learns it, not in slot order.
+    ApplyOutOfOrder,
+}

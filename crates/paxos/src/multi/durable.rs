@@ -1,0 +1,69 @@
+//! The state an acceptor must never forget, as records to persist.
+
+use std::collections::BTreeMap;
+
+use super::message::{Slot, Value};
+use crate::ballot::Ballot;
+
+/// A change to stable state. The core emits these as `Output::Persist`; the
+/// runtime makes them durable before anything after them leaves the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// The highest ballot promised. A proposer promises its own ballot before
+    /// sending `Prepare`, so a restarted node never reuses a ballot.
+    Promise(Ballot),
+    /// An acceptance of `value` for `slot` at `ballot`.
+    Accept {
+        /// The slot.
+        slot: Slot,
+        /// The ballot accepted.
+        ballot: Ballot,
+        /// The value accepted.
+        value: Value,
+    },
+    /// A decision learned. Only a hint for faster restarts: losing one is
+    /// safe, the replica learns it again from the leader.
+    Commit {
+        /// The slot.
+        slot: Slot,
+        /// The chosen value.
+        value: Value,
+    },
+}
+
+/// Everything a replica recovers from stable storage on restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Durable {
+    /// The highest ballot promised (or used as a proposer).
+    pub promised: Ballot,
+    /// Per slot, the latest acceptance.
+    pub accepted: BTreeMap<Slot, (Ballot, Value)>,
+    /// Decisions known.
+    pub committed: BTreeMap<Slot, Value>,
+}
+
+impl Durable {
+    /// Folds one record into the state, as recovery replays the log.
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Promise(ballot) => {
+                if *ballot > self.promised {
+                    self.promised = *ballot;
+                }
+            }
+            Record::Accept {
+                slot,
+                ballot,
+                value,
+            } => {
+                if *ballot > self.promised {
+                    self.promised = *ballot;
+                }
+                self.accepted.insert(*slot, (*ballot, value.clone()));
+            }
+            Record::Commit { slot, value } => {
+                self.committed.insert(*slot, value.clone());
+            }
+        }
+    }
+}

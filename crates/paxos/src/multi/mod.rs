@@ -1,0 +1,27 @@
+//! Multi-Paxos: the replicated log.
+//!
+//! Each [`Slot`] of the log is a single-decree Paxos instance; one
+//! [`Replica`] plays proposer, acceptor and learner for all of them. A
+//! replica that misses its leader's heartbeats stands for election: it runs
+//! phase 1 once for every slot from its first unchosen slot on, adopts the
+//! highest-ballot value reported for each slot, fills holes with
+//! [`Value::Noop`], and from then on runs only phase 2, many slots in flight
+//! and many commands per slot. Decisions reach every replica in a
+//! [`Message::Commit`]; a lagging replica asks for the ones it missed.
+//!
+//! Driving a replica: feed it [`Replica::step`] (a message),
+//! [`Replica::tick`] (time passing, with randomness), [`Replica::propose`]
+//! and [`Replica::read`]; then carry out [`Replica::take_outputs`] in order,
+//! honouring every [`Output::Persist`] as a barrier.
+
+mod config;
+mod durable;
+mod message;
+mod output;
+mod replica;
+
+pub use config::{Bug, Config};
+pub use durable::{Durable, Record};
+pub use message::{AcceptedEntry, ClientId, Command, Envelope, Message, Slot, Value};
+pub use output::{Output, ProposeError, ReadId};
+pub use replica::{Replica, Role};

@@ -1,0 +1,936 @@
+//! One replica: proposer, acceptor and learner of every slot.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::config::{Bug, Config};
+use super::durable::{Durable, Record};
+use super::message::{AcceptedEntry, Command, Envelope, Message, Slot, Value};
+use super::output::{Output, ProposeError, ReadId};
+use crate::ballot::{Ballot, NodeId};
+
+/// What a replica is doing as a proposer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Following a leader (or waiting to stand).
+    Follower,
+    /// Running phase 1 for a ballot of its own.
+    Candidate,
+    /// Won phase 1; running phase 2 for new slots.
+    Leader,
+}
+
+/// Phase 1 in progress.
+#[derive(Debug)]
+struct Candidate {
+    ballot: Ballot,
+    first_slot: Slot,
+    promises: BTreeMap<NodeId, Vec<AcceptedEntry>>,
+}
+
+/// A slot the leader proposed and has not yet seen chosen.
+#[derive(Debug)]
+struct Proposal {
+    value: Value,
+    votes: BTreeSet<NodeId>,
+    sent_tick: u64,
+}
+
+/// A read-index read waiting for its quorum round and its apply point.
+#[derive(Debug)]
+struct PendingRead {
+    id: ReadId,
+    read_index: Slot,
+    round: u64,
+}
+
+/// Phase 2 state of a leader.
+#[derive(Debug)]
+struct Leader {
+    ballot: Ballot,
+    next_slot: Slot,
+    inflight: BTreeMap<Slot, Proposal>,
+    queue: VecDeque<Command>,
+    /// The last slot phase 1 recovered; no read is served before it is
+    /// applied, as the commit point is not known to be current until then.
+    recovered_upto: Slot,
+    heartbeat_elapsed: u32,
+    started_round: u64,
+    confirmed_round: u64,
+    round_wanted: bool,
+    /// Per member, the highest read round it acknowledged at our ballot.
+    acked_round: BTreeMap<NodeId, u64>,
+    /// Per member, the tick of its last acknowledgement (check-quorum).
+    acked_tick: BTreeMap<NodeId, u64>,
+    reads: Vec<PendingRead>,
+}
+
+#[derive(Debug)]
+enum State {
+    Follower,
+    Candidate(Candidate),
+    Leader(Box<Leader>),
+}
+
+/// A Multi-Paxos replica as a plain state machine. See the module docs for
+/// how to drive it.
+#[derive(Debug)]
+pub struct Replica {
+    config: Config,
+    // Acceptor.
+    promised: Ballot,
+    accepted: BTreeMap<Slot, (Ballot, Value)>,
+    // Learner.
+    chosen: BTreeMap<Slot, Value>,
+    commit_index: Slot,
+    applied: Slot,
+    applied_out_of_order: BTreeSet<Slot>,
+    // Proposer.
+    state: State,
+    max_seen: Ballot,
+    leader: Option<NodeId>,
+    leader_commit: Slot,
+    election_elapsed: u32,
+    /// 0 means "draw a fresh randomized timeout at the next tick".
+    election_timeout: u32,
+    backoff_attempt: u32,
+    now_tick: u64,
+    outputs: Vec<Output>,
+    loopback: VecDeque<Message>,
+}
+
+impl Replica {
+    /// A replica that has never run.
+    pub fn new(config: Config) -> Self {
+        Replica::restart(config, Durable::default())
+    }
+
+    /// A replica restarting from what it persisted. Decisions it recorded
+    /// are applied again, in order, through the outputs.
+    pub fn restart(config: Config, durable: Durable) -> Self {
+        assert!(
+            config.members.contains(&config.id),
+            "a replica must be one of its members"
+        );
+        assert!(config.heartbeat_ticks > 0 && config.election_ticks > config.heartbeat_ticks);
+        let promised = if config.bug == Some(Bug::ForgetPromise) {
+            Ballot::ZERO
+        } else {
+            durable.promised
+        };
+        let mut replica = Replica {
+            config,
+            promised,
+            accepted: durable.accepted,
+            chosen: durable.committed,
+            commit_index: 0,
+            applied: 0,
+            applied_out_of_order: BTreeSet::new(),
+            state: State::Follower,
+            max_seen: promised,
+            leader: None,
+            leader_commit: 0,
+            election_elapsed: 0,
+            election_timeout: 0,
+            backoff_attempt: 0,
+            now_tick: 0,
+            outputs: Vec::new(),
+            loopback: VecDeque::new(),
+        };
+        replica.advance();
+        replica
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Its current role.
+    pub fn role(&self) -> Role {
+        match self.state {
+            State::Follower => Role::Follower,
+            State::Candidate(_) => Role::Candidate,
+            State::Leader(_) => Role::Leader,
+        }
+    }
+
+    /// Whether it leads now.
+    pub fn is_leader(&self) -> bool {
+        matches!(self.state, State::Leader(_))
+    }
+
+    /// Who it believes leads (itself included), if anyone.
+    pub fn leader(&self) -> Option<NodeId> {
+        if self.is_leader() {
+            Some(self.config.id)
+        } else {
+            self.leader
+        }
+    }
+
+    /// The ballot it leads or stands with, if any.
+    pub fn ballot(&self) -> Option<Ballot> {
+        match &self.state {
+            State::Follower => None,
+            State::Candidate(c) => Some(c.ballot),
+            State::Leader(l) => Some(l.ballot),
+        }
+    }
+
+    /// The highest ballot promised.
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+
+    /// Every slot up to here is known chosen.
+    pub fn commit_index(&self) -> Slot {
+        self.commit_index
+    }
+
+    /// Every slot up to here has been handed out as `Output::Apply`.
+    pub fn applied(&self) -> Slot {
+        self.applied
+    }
+
+    /// Slots proposed by this leader and not yet chosen (0 if not leading).
+    pub fn inflight(&self) -> usize {
+        match &self.state {
+            State::Leader(l) => l.inflight.len(),
+            _ => 0,
+        }
+    }
+
+    /// Takes the outputs produced so far, to be carried out in order.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// Time passes by one tick. `random` is fresh randomness from the caller,
+    /// used when a randomized timeout must be drawn.
+    pub fn tick(&mut self, random: u64) {
+        self.now_tick += 1;
+        if self.election_timeout == 0 {
+            let base = self.config.election_ticks;
+            let exponent = self.backoff_attempt.min(self.config.backoff_exponent_max);
+            let spread = u64::from(base) << exponent;
+            let extra = u32::try_from(random % spread).unwrap_or(u32::MAX);
+            self.election_timeout = base.saturating_add(extra).max(1);
+        }
+        match &mut self.state {
+            State::Follower => {
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.election_timeout {
+                    self.stand();
+                }
+            }
+            State::Candidate(_) => {
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.election_timeout {
+                    // Phase 1 did not gather a quorum in time: back off more.
+                    self.backoff_attempt = self.backoff_attempt.saturating_add(1);
+                    self.stand();
+                }
+            }
+            State::Leader(leader) => {
+                leader.heartbeat_elapsed += 1;
+                if leader.heartbeat_elapsed >= self.config.heartbeat_ticks {
+                    self.start_read_round();
+                    self.retransmit();
+                    self.check_quorum();
+                }
+            }
+        }
+        self.drain_loopback();
+    }
+
+    /// Proposes a client command. Only the leader takes it; otherwise the
+    /// command is handed back with a hint of who leads.
+    pub fn propose(&mut self, command: Command) -> Result<(), ProposeError> {
+        let State::Leader(leader) = &mut self.state else {
+            return Err(ProposeError::NotLeader {
+                command: Some(command),
+                leader: self.leader,
+            });
+        };
+        if leader.queue.len() >= self.config.queue_commands_max {
+            return Err(ProposeError::Busy { command });
+        }
+        leader.queue.push_back(command);
+        self.fill_slots();
+        self.drain_loopback();
+        Ok(())
+    }
+
+    /// Starts a linearizable read that does not write to the log. When
+    /// `Output::ReadReady { read }` comes out, the caller serves it from its
+    /// state machine as applied at that moment.
+    pub fn read(&mut self, read: ReadId) -> Result<(), ProposeError> {
+        let State::Leader(leader) = &mut self.state else {
+            return Err(ProposeError::NotLeader {
+                command: None,
+                leader: self.leader,
+            });
+        };
+        let read_index = self.commit_index.max(leader.recovered_upto);
+        let round = leader.started_round + 1;
+        leader.reads.push(PendingRead {
+            id: read,
+            read_index,
+            round,
+        });
+        if leader.started_round == leader.confirmed_round {
+            self.start_read_round();
+        } else {
+            leader.round_wanted = true;
+        }
+        self.drain_loopback();
+        Ok(())
+    }
+
+    /// Handles a message from a peer. Anything malformed, from a stranger,
+    /// with an implausible ballot or an out-of-range slot is ignored.
+    pub fn step(&mut self, envelope: Envelope) {
+        if envelope.to != self.config.id
+            || envelope.from == self.config.id
+            || !self.config.members.contains(&envelope.from)
+        {
+            return;
+        }
+        if !self.plausible(envelope.from, &envelope.message) {
+            return;
+        }
+        self.handle(envelope.from, envelope.message);
+        self.drain_loopback();
+    }
+
+    /// Whether a message from a member is well-formed enough to act on.
+    fn plausible(&self, from: NodeId, message: &Message) -> bool {
+        if let Some(ballot) = message.proposer_ballot()
+            && (ballot.node != from || !ballot.is_plausible())
+        {
+            return false;
+        }
+        let slot_ok = |slot: Slot| {
+            slot >= 1
+                && slot
+                    <= self
+                        .commit_index
+                        .saturating_add(self.config.slot_window_max)
+        };
+        match message {
+            Message::Prepare { first_slot, .. } => *first_slot >= 1,
+            Message::Promise { ballot, accepted } => {
+                ballot.node == self.config.id
+                    && accepted
+                        .iter()
+                        .all(|e| e.slot >= 1 && e.ballot <= *ballot && e.ballot.is_plausible())
+            }
+            Message::Accept { slot, .. } => slot_ok(*slot),
+            Message::Accepted { ballot, slot } => ballot.node == self.config.id && *slot >= 1,
+            Message::Nack { ballot, higher } => {
+                ballot.node == self.config.id && higher.is_plausible()
+            }
+            Message::Commit { slot, .. } => slot_ok(*slot),
+            Message::Heartbeat { .. } => true,
+            Message::HeartbeatAck { ballot, .. } => ballot.node == self.config.id,
+            Message::CatchUp { from } => *from >= 1,
+        }
+    }
+
+    fn handle(&mut self, from: NodeId, message: Message) {
+        match message {
+            Message::Prepare { ballot, first_slot } => self.on_prepare(from, ballot, first_slot),
+            Message::Promise { ballot, accepted } => self.on_promise(from, ballot, accepted),
+            Message::Accept {
+                ballot,
+                slot,
+                value,
+            } => self.on_accept(from, ballot, slot, value),
+            Message::Accepted { ballot, slot } => self.on_accepted(from, ballot, slot),
+            Message::Nack { ballot, higher } => self.on_nack(ballot, higher),
+            Message::Commit { slot, value } => self.learn(slot, value),
+            Message::Heartbeat {
+                ballot,
+                commit_index,
+                round,
+            } => self.on_heartbeat(from, ballot, commit_index, round),
+            Message::HeartbeatAck { ballot, round } => self.on_heartbeat_ack(from, ballot, round),
+            Message::CatchUp { from: first } => self.on_catch_up(from, first),
+        }
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        if to == self.config.id {
+            self.loopback.push_back(message);
+        } else {
+            self.outputs.push(Output::Send(Envelope {
+                from: self.config.id,
+                to,
+                message,
+            }));
+        }
+    }
+
+    /// Sends to every member, this replica last (through the loopback, so its
+    /// own acceptor handles it like any other, persist included).
+    fn broadcast(&mut self, message: Message) {
+        let me = self.config.id;
+        for i in 0..self.config.members.len() {
+            let to = self.config.members[i];
+            if to != me {
+                self.send(to, message.clone());
+            }
+        }
+        self.send(me, message);
+    }
+
+    /// Handles messages this replica sent itself, in order. Each handler
+    /// emits its persists before its sends, so the barrier rule holds for the
+    /// replica's own acceptor too.
+    fn drain_loopback(&mut self) {
+        let me = self.config.id;
+        // Bounded: each self-message yields at most a few more.
+        let mut budget = 1_000_000u32;
+        while let Some(message) = self.loopback.pop_front() {
+            budget -= 1;
+            assert!(budget > 0, "loopback does not terminate");
+            self.handle(me, message);
+        }
+    }
+
+    fn persist(&mut self, record: Record) {
+        self.outputs.push(Output::Persist(record));
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.election_timeout = 0;
+    }
+
+    /// Notes a ballot seen on the wire; a higher one ends our own bid.
+    fn observe(&mut self, ballot: Ballot) {
+        if ballot > self.max_seen {
+            self.max_seen = ballot;
+        }
+        if let Some(own) = self.ballot()
+            && ballot > own
+        {
+            self.step_down(Some(ballot.node));
+        }
+    }
+
+    fn step_down(&mut self, leader: Option<NodeId>) {
+        let state = std::mem::replace(&mut self.state, State::Follower);
+        let ballot = match state {
+            State::Follower => return,
+            State::Candidate(c) => c.ballot,
+            State::Leader(l) => {
+                for read in l.reads {
+                    self.outputs.push(Output::ReadAborted {
+                        read: read.id,
+                        leader,
+                    });
+                }
+                for command in l.queue {
+                    self.outputs.push(Output::Rejected { command, leader });
+                }
+                l.ballot
+            }
+        };
+        self.leader = leader;
+        self.reset_election_timer();
+        self.outputs.push(Output::SteppedDown { ballot });
+    }
+
+    // ----- acceptor -----
+
+    fn on_prepare(&mut self, from: NodeId, ballot: Ballot, first_slot: Slot) {
+        if ballot < self.promised {
+            self.send(
+                from,
+                Message::Nack {
+                    ballot,
+                    higher: self.promised,
+                },
+            );
+            return;
+        }
+        if ballot > self.promised {
+            self.promised = ballot;
+            self.persist(Record::Promise(ballot));
+        }
+        self.observe(ballot);
+        if from != self.config.id {
+            // Give the candidate time to finish before standing ourselves.
+            self.reset_election_timer();
+        }
+        let accepted = self
+            .accepted
+            .range(first_slot..)
+            .map(|(slot, (b, v))| AcceptedEntry {
+                slot: *slot,
+                ballot: *b,
+                value: v.clone(),
+            })
+            .collect();
+        self.send(from, Message::Promise { ballot, accepted });
+    }
+
+    fn on_accept(&mut self, from: NodeId, ballot: Ballot, slot: Slot, value: Value) {
+        if ballot < self.promised {
+            self.send(
+                from,
+                Message::Nack {
+                    ballot,
+                    higher: self.promised,
+                },
+            );
+            return;
+        }
+        self.promised = ballot;
+        self.observe(ballot);
+        if from != self.config.id {
+            self.leader = Some(from);
+            self.reset_election_timer();
+        }
+        let duplicate = self
+            .accepted
+            .get(&slot)
+            .is_some_and(|(b, v)| *b == ballot && *v == value);
+        if !duplicate {
+            debug_assert!(
+                self.config.bug.is_some()
+                    || self.accepted.get(&slot).is_none_or(|(b, _)| *b <= ballot),
+                "an acceptance is only ever replaced by a higher ballot"
+            );
+            self.accepted.insert(slot, (ballot, value.clone()));
+            self.persist(Record::Accept {
+                slot,
+                ballot,
+                value,
+            });
+        }
+        self.send(from, Message::Accepted { ballot, slot });
+    }
+
+    fn on_heartbeat(&mut self, from: NodeId, ballot: Ballot, commit_index: Slot, round: u64) {
+        if ballot < self.promised {
+            self.send(
+                from,
+                Message::Nack {
+                    ballot,
+                    higher: self.promised,
+                },
+            );
+            return;
+        }
+        self.observe(ballot);
+        self.leader = Some(from);
+        self.leader_commit = self.leader_commit.max(commit_index);
+        self.backoff_attempt = 0;
+        self.reset_election_timer();
+        self.send(from, Message::HeartbeatAck { ballot, round });
+        if commit_index > self.commit_index {
+            self.send(
+                from,
+                Message::CatchUp {
+                    from: self.commit_index + 1,
+                },
+            );
+        }
+    }
+
+    // ----- learner -----
+
+    fn learn(&mut self, slot: Slot, value: Value) {
+        if slot <= self.commit_index && self.config.bug != Some(Bug::ApplyOutOfOrder) {
+            debug_assert!(
+                self.config.bug.is_some() || self.chosen.get(&slot).is_none_or(|v| *v == value),
+                "slot {slot} chosen twice with different values"
+            );
+            return;
+        }
+        if let Some(known) = self.chosen.get(&slot) {
+            debug_assert!(
+                self.config.bug.is_some() || *known == value,
+                "slot {slot} chosen twice with different values"
+            );
+            return;
+        }
+        self.chosen.insert(slot, value.clone());
+        self.persist(Record::Commit { slot, value });
+        if let State::Leader(leader) = &mut self.state {
+            leader.inflight.remove(&slot);
+        }
+        self.advance();
+        self.fill_slots();
+    }
+
+    /// Moves the commit index over every contiguous decision and applies
+    /// them in order.
+    fn advance(&mut self) {
+        let out_of_order = self.config.bug == Some(Bug::ApplyOutOfOrder);
+        if out_of_order {
+            // Broken on purpose: apply whatever is known, as it is learned.
+            let fresh: Vec<(Slot, Value)> = self
+                .chosen
+                .iter()
+                .filter(|(s, _)| !self.applied_out_of_order.contains(s))
+                .map(|(s, v)| (*s, v.clone()))
+                .collect();
+            for (slot, value) in fresh {
+                self.applied_out_of_order.insert(slot);
+                self.outputs.push(Output::Apply { slot, value });
+            }
+        }
+        while let Some(value) = self.chosen.get(&(self.commit_index + 1)) {
+            self.commit_index += 1;
+            if !out_of_order {
+                debug_assert_eq!(self.applied + 1, self.commit_index);
+                self.outputs.push(Output::Apply {
+                    slot: self.commit_index,
+                    value: value.clone(),
+                });
+            }
+            self.applied = self.commit_index;
+        }
+        self.serve_reads();
+    }
+
+    fn on_catch_up(&mut self, from: NodeId, first: Slot) {
+        let last = self
+            .commit_index
+            .min(first.saturating_add(self.config.catchup_slots_max - 1));
+        for slot in first..=last {
+            if let Some(value) = self.chosen.get(&slot).cloned() {
+                self.send(from, Message::Commit { slot, value });
+            }
+        }
+    }
+
+    // ----- proposer: phase 1 -----
+
+    /// Stands for election: a fresh ballot above all seen, promised to
+    /// ourselves and persisted before any `Prepare` leaves.
+    fn stand(&mut self) {
+        self.step_down(None);
+        let ballot = Ballot::next_above(self.max_seen.max(self.promised), self.config.id);
+        self.promised = ballot;
+        self.max_seen = ballot;
+        self.persist(Record::Promise(ballot));
+        let first_slot = self.commit_index + 1;
+        self.state = State::Candidate(Candidate {
+            ballot,
+            first_slot,
+            promises: BTreeMap::new(),
+        });
+        self.leader = None;
+        self.election_elapsed = 0;
+        self.election_timeout = 0;
+        self.broadcast(Message::Prepare { ballot, first_slot });
+    }
+
+    fn on_promise(&mut self, from: NodeId, ballot: Ballot, accepted: Vec<AcceptedEntry>) {
+        let State::Candidate(candidate) = &mut self.state else {
+            return;
+        };
+        if candidate.ballot != ballot {
+            return;
+        }
+        candidate.promises.insert(from, accepted);
+        if candidate.promises.len() >= self.config.quorum() {
+            self.become_leader();
+        }
+    }
+
+    fn on_nack(&mut self, ballot: Ballot, higher: Ballot) {
+        if higher > self.max_seen {
+            self.max_seen = higher;
+        }
+        if self.ballot() == Some(ballot) && higher > ballot {
+            if self.role() == Role::Candidate {
+                self.backoff_attempt = self.backoff_attempt.saturating_add(1);
+            }
+            self.step_down(Some(higher.node));
+        }
+    }
+
+    /// Phase 1 won: adopt, for every slot from the first unchosen one on, the
+    /// value with the highest ballot any promise reported, fill holes with
+    /// no-ops, and propose them all with our ballot.
+    fn become_leader(&mut self) {
+        let State::Candidate(candidate) = std::mem::replace(&mut self.state, State::Follower)
+        else {
+            return;
+        };
+        let ballot = candidate.ballot;
+        let mut best: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
+        for entries in candidate.promises.into_values() {
+            for entry in entries {
+                if entry.slot < candidate.first_slot {
+                    continue;
+                }
+                let better = best.get(&entry.slot).is_none_or(|(b, _)| entry.ballot > *b);
+                if better {
+                    best.insert(entry.slot, (entry.ballot, entry.value));
+                }
+            }
+        }
+        let last_reported = best.keys().next_back().copied().unwrap_or(0);
+        let last_known = self.chosen.keys().next_back().copied().unwrap_or(0);
+        let recovered_upto = last_reported.max(last_known).max(candidate.first_slot - 1);
+        let mut leader = Leader {
+            ballot,
+            next_slot: recovered_upto + 1,
+            inflight: BTreeMap::new(),
+            queue: VecDeque::new(),
+            recovered_upto,
+            heartbeat_elapsed: 0,
+            started_round: 0,
+            confirmed_round: 0,
+            round_wanted: false,
+            acked_round: BTreeMap::new(),
+            acked_tick: BTreeMap::new(),
+            reads: Vec::new(),
+        };
+        for member in &self.config.members {
+            leader.acked_tick.insert(*member, self.now_tick);
+        }
+        self.state = State::Leader(Box::new(leader));
+        self.leader = Some(self.config.id);
+        self.backoff_attempt = 0;
+        self.outputs.push(Output::Elected { ballot });
+        let skip_adoption = self.config.bug == Some(Bug::SkipAdoption);
+        for slot in candidate.first_slot..=recovered_upto {
+            if self.chosen.contains_key(&slot) {
+                continue;
+            }
+            let value = match best.remove(&slot) {
+                Some((_, value)) if !skip_adoption => value,
+                _ => Value::Noop,
+            };
+            self.propose_slot(slot, value);
+        }
+        self.start_read_round();
+        self.fill_slots();
+    }
+
+    // ----- proposer: phase 2 -----
+
+    fn propose_slot(&mut self, slot: Slot, value: Value) {
+        let State::Leader(leader) = &mut self.state else {
+            return;
+        };
+        let ballot = leader.ballot;
+        leader.inflight.insert(
+            slot,
+            Proposal {
+                value: value.clone(),
+                votes: BTreeSet::new(),
+                sent_tick: self.now_tick,
+            },
+        );
+        self.broadcast(Message::Accept {
+            ballot,
+            slot,
+            value,
+        });
+    }
+
+    /// Moves queued commands into new slots, batching, while the pipeline
+    /// has room.
+    fn fill_slots(&mut self) {
+        loop {
+            let State::Leader(leader) = &mut self.state else {
+                return;
+            };
+            if leader.queue.is_empty() || leader.inflight.len() >= self.config.inflight_slots_max {
+                return;
+            }
+            let n = leader.queue.len().min(self.config.batch_commands_max);
+            let batch: Vec<Command> = leader.queue.drain(..n).collect();
+            let slot = leader.next_slot;
+            leader.next_slot += 1;
+            self.propose_slot(slot, Value::Batch(batch));
+        }
+    }
+
+    fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot) {
+        let quorum = self.config.quorum();
+        let State::Leader(leader) = &mut self.state else {
+            return;
+        };
+        if leader.ballot != ballot {
+            return;
+        }
+        let Some(proposal) = leader.inflight.get_mut(&slot) else {
+            return;
+        };
+        proposal.votes.insert(from);
+        if proposal.votes.len() < quorum {
+            return;
+        }
+        let value = proposal.value.clone();
+        leader.inflight.remove(&slot);
+        let me = self.config.id;
+        for i in 0..self.config.members.len() {
+            let to = self.config.members[i];
+            if to != me {
+                self.send(
+                    to,
+                    Message::Commit {
+                        slot,
+                        value: value.clone(),
+                    },
+                );
+            }
+        }
+        self.learn(slot, value);
+    }
+
+    /// Resends `Accept` for slots that have waited too long, to the members
+    /// that have not answered.
+    fn retransmit(&mut self) {
+        const RETRANSMIT_SLOTS_MAX: usize = 256;
+        let State::Leader(leader) = &mut self.state else {
+            return;
+        };
+        let due = self
+            .now_tick
+            .saturating_sub(u64::from(self.config.heartbeat_ticks) * 2);
+        let ballot = leader.ballot;
+        let mut resend = Vec::new();
+        for (slot, proposal) in leader.inflight.iter_mut() {
+            if resend.len() >= RETRANSMIT_SLOTS_MAX {
+                break;
+            }
+            if proposal.sent_tick <= due {
+                proposal.sent_tick = self.now_tick;
+                for member in &self.config.members {
+                    if *member != self.config.id && !proposal.votes.contains(member) {
+                        resend.push((*member, *slot, proposal.value.clone()));
+                    }
+                }
+            }
+        }
+        for (to, slot, value) in resend {
+            self.send(
+                to,
+                Message::Accept {
+                    ballot,
+                    slot,
+                    value,
+                },
+            );
+        }
+    }
+
+    /// A leader that has not heard from a quorum for an election timeout
+    /// steps down, so that clients stop waiting on it.
+    fn check_quorum(&mut self) {
+        let State::Leader(leader) = &mut self.state else {
+            return;
+        };
+        let horizon = self
+            .now_tick
+            .saturating_sub(u64::from(self.config.election_ticks) * 2);
+        let live = leader
+            .acked_tick
+            .iter()
+            .filter(|(id, tick)| **id == self.config.id || **tick >= horizon)
+            .count();
+        if live < self.config.quorum() {
+            self.step_down(None);
+        }
+    }
+
+    // ----- reads -----
+
+    fn start_read_round(&mut self) {
+        let me = self.config.id;
+        let commit_index = self.commit_index;
+        let State::Leader(leader) = &mut self.state else {
+            return;
+        };
+        leader.heartbeat_elapsed = 0;
+        leader.started_round += 1;
+        leader.round_wanted = false;
+        let round = leader.started_round;
+        let ballot = leader.ballot;
+        leader.acked_round.insert(me, round);
+        leader.acked_tick.insert(me, self.now_tick);
+        for i in 0..self.config.members.len() {
+            let to = self.config.members[i];
+            if to != me {
+                self.send(
+                    to,
+                    Message::Heartbeat {
+                        ballot,
+                        commit_index,
+                        round,
+                    },
+                );
+            }
+        }
+        self.confirm_rounds();
+    }
+
+    fn on_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, round: u64) {
+        let now = self.now_tick;
+        let State::Leader(leader) = &mut self.state else {
+            return;
+        };
+        if leader.ballot != ballot || round > leader.started_round {
+            return;
+        }
+        let acked = leader.acked_round.entry(from).or_insert(0);
+        *acked = (*acked).max(round);
+        leader.acked_tick.insert(from, now);
+        self.confirm_rounds();
+        // A follower acking at our ballot has promised nothing higher.
+    }
+
+    /// The highest round a quorum acknowledged is confirmed; reads waiting
+    /// on it may go once applied far enough.
+    fn confirm_rounds(&mut self) {
+        let quorum = self.config.quorum();
+        let State::Leader(leader) = &mut self.state else {
+            return;
+        };
+        let mut rounds: Vec<u64> = leader.acked_round.values().copied().collect();
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let confirmed = rounds.get(quorum - 1).copied().unwrap_or(0);
+        if confirmed > leader.confirmed_round {
+            leader.confirmed_round = confirmed;
+        }
+        let restart = leader.round_wanted && leader.confirmed_round == leader.started_round;
+        self.serve_reads();
+        if restart {
+            self.start_read_round();
+        }
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.applied;
+        let State::Leader(leader) = &mut self.state else {
+            return;
+        };
+        let confirmed = leader.confirmed_round;
+        let mut ready = Vec::new();
+        leader.reads.retain(|read| {
+            let go = read.round <= confirmed && read.read_index <= applied;
+            if go {
+                ready.push(read.id);
+            }
+            !go
+        });
+        for read in ready {
+            self.outputs.push(Output::ReadReady { read });
+        }
+    }
+}

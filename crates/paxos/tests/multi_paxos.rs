@@ -1,0 +1,461 @@
+//! Multi-Paxos replicas driven by hand through a lossless FIFO network:
+//! election, phase-1 value adoption, ordered apply, persist-before-send,
+//! read-index, catch-up, restart, and hostile messages.
+
+use std::collections::VecDeque;
+
+use paxos::Ballot;
+use paxos::multi::{
+    AcceptedEntry, Command, Config, Durable, Envelope, Message, Output, Record, Replica, Role,
+    Slot, Value,
+};
+
+/// A cluster whose network delivers in order unless told to drop.
+struct Cluster {
+    replicas: Vec<Replica>,
+    disks: Vec<Durable>,
+    wire: VecDeque<Envelope>,
+    applied: Vec<Vec<(Slot, Value)>>,
+    ready_reads: Vec<(u64, u64)>,
+    down: Vec<bool>,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Self {
+        let members: Vec<u64> = (1..=n).collect();
+        Cluster {
+            replicas: members
+                .iter()
+                .map(|&id| Replica::new(Config::new(id, members.clone())))
+                .collect(),
+            disks: vec![Durable::default(); n as usize],
+            wire: VecDeque::new(),
+            applied: vec![Vec::new(); n as usize],
+            ready_reads: Vec::new(),
+            down: vec![false; n as usize],
+        }
+    }
+
+    fn collect(&mut self, i: usize) {
+        let mut persisted_since_send = true;
+        for output in self.replicas[i].take_outputs() {
+            match output {
+                Output::Persist(r) => {
+                    self.disks[i].apply(&r);
+                    persisted_since_send = true;
+                }
+                Output::Send(e) => {
+                    assert!(persisted_since_send);
+                    self.wire.push_back(e);
+                }
+                Output::Apply { slot, value } => self.applied[i].push((slot, value)),
+                Output::ReadReady { read } => self.ready_reads.push((i as u64 + 1, read)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Delivers everything on the wire, dropping what goes to a down node.
+    fn settle(&mut self) {
+        let mut budget = 100_000;
+        while let Some(e) = self.wire.pop_front() {
+            budget -= 1;
+            assert!(budget > 0, "messages never settle");
+            let to = (e.to - 1) as usize;
+            if self.down[to] || self.down[(e.from - 1) as usize] {
+                continue;
+            }
+            self.replicas[to].step(e);
+            self.collect(to);
+        }
+    }
+
+    fn tick_all(&mut self, ticks: u32) {
+        for t in 0..ticks {
+            for i in 0..self.replicas.len() {
+                if !self.down[i] {
+                    // Distinct randomness per node so timeouts differ.
+                    self.replicas[i].tick((i as u64 + 1) * 7 + u64::from(t) * 13);
+                    self.collect(i);
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn leader(&self) -> Option<usize> {
+        (0..self.replicas.len()).find(|&i| !self.down[i] && self.replicas[i].is_leader())
+    }
+
+    fn propose(&mut self, i: usize, client: u64, seq: u64) {
+        self.replicas[i]
+            .propose(Command {
+                client,
+                seq,
+                payload: vec![seq as u8],
+            })
+            .expect("the leader takes proposals");
+        self.collect(i);
+        self.settle();
+    }
+}
+
+#[test]
+fn a_leader_is_elected_and_commands_apply_in_order_everywhere() {
+    let mut c = Cluster::new(3);
+    c.tick_all(40);
+    let leader = c.leader().expect("a leader after 40 ticks");
+    for seq in 1..=20 {
+        c.propose(leader, 7, seq);
+    }
+    c.tick_all(4);
+    for i in 0..3 {
+        let slots: Vec<Slot> = c.applied[i].iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            slots,
+            (1..=slots.len() as u64).collect::<Vec<_>>(),
+            "in order"
+        );
+        assert_eq!(
+            c.applied[i], c.applied[leader],
+            "replica {i} applied the same log"
+        );
+    }
+    let commands: usize = c.applied[leader]
+        .iter()
+        .map(|(_, v)| match v {
+            Value::Batch(b) => b.len(),
+            Value::Noop => 0,
+        })
+        .sum();
+    assert_eq!(commands, 20);
+}
+
+#[test]
+fn an_acceptor_persists_before_it_answers() {
+    let mut r = Replica::new(Config::new(2, vec![1, 2, 3]));
+    r.step(Envelope {
+        from: 1,
+        to: 2,
+        message: Message::Prepare {
+            ballot: Ballot::new(1, 1),
+            first_slot: 1,
+        },
+    });
+    let out = r.take_outputs();
+    assert!(matches!(out[0], Output::Persist(Record::Promise(b)) if b == Ballot::new(1, 1)));
+    assert!(matches!(&out[1], Output::Send(e) if matches!(e.message, Message::Promise { .. })));
+    r.step(Envelope {
+        from: 1,
+        to: 2,
+        message: Message::Accept {
+            ballot: Ballot::new(1, 1),
+            slot: 1,
+            value: Value::Noop,
+        },
+    });
+    let out = r.take_outputs();
+    assert!(matches!(
+        out[0],
+        Output::Persist(Record::Accept { slot: 1, .. })
+    ));
+    assert!(
+        matches!(&out[1], Output::Send(e) if matches!(e.message, Message::Accepted { slot: 1, .. }))
+    );
+    // A lower ballot is refused with the promise it lost to.
+    r.step(Envelope {
+        from: 3,
+        to: 2,
+        message: Message::Prepare {
+            ballot: Ballot::new(0, 3),
+            first_slot: 1,
+        },
+    });
+    let out = r.take_outputs();
+    assert_eq!(
+        out,
+        vec![Output::Send(Envelope {
+            from: 2,
+            to: 3,
+            message: Message::Nack {
+                ballot: Ballot::new(0, 3),
+                higher: Ballot::new(1, 1)
+            }
+        })]
+    );
+}
+
+#[test]
+fn a_new_leader_adopts_the_highest_ballot_value_and_fills_holes_with_noop() {
+    // Node 1 of five stands; its own promise and those of nodes 2 and 3
+    // make the quorum, and 2 and 3 report acceptances from earlier leaders.
+    let mut r = Replica::new(Config::new(1, vec![1, 2, 3, 4, 5]));
+    // It has seen ballot 2.3 go by, so it stands above it.
+    r.step(Envelope {
+        from: 3,
+        to: 1,
+        message: Message::Heartbeat {
+            ballot: Ballot::new(2, 3),
+            commit_index: 0,
+            round: 1,
+        },
+    });
+    for t in 0..100 {
+        r.tick(t);
+        if r.role() == Role::Candidate {
+            break;
+        }
+    }
+    let ballot = r.ballot().expect("standing");
+    r.take_outputs();
+    let v = |seq| {
+        Value::Batch(vec![Command {
+            client: 1,
+            seq,
+            payload: vec![],
+        }])
+    };
+    let promise = |accepted| Message::Promise { ballot, accepted };
+    r.step(Envelope {
+        from: 2,
+        to: 1,
+        message: promise(vec![
+            AcceptedEntry {
+                slot: 1,
+                ballot: Ballot::new(1, 2),
+                value: v(1),
+            },
+            AcceptedEntry {
+                slot: 3,
+                ballot: Ballot::new(1, 3),
+                value: v(3),
+            },
+        ]),
+    });
+    r.step(Envelope {
+        from: 3,
+        to: 1,
+        message: promise(vec![AcceptedEntry {
+            slot: 1,
+            ballot: Ballot::new(2, 3),
+            value: v(9),
+        }]),
+    });
+    assert!(r.is_leader());
+    // A late promise changes nothing.
+    r.step(Envelope {
+        from: 4,
+        to: 1,
+        message: promise(vec![AcceptedEntry {
+            slot: 1,
+            ballot: Ballot::new(2, 4),
+            value: v(4),
+        }]),
+    });
+    let accepts: Vec<(Slot, Value)> = r
+        .take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send(Envelope {
+                to: 2,
+                message: Message::Accept { slot, value, .. },
+                ..
+            }) => Some((slot, value)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepts, vec![(1, v(9)), (2, Value::Noop), (3, v(3))]);
+}
+
+#[test]
+fn a_read_waits_for_a_quorum_round_and_never_touches_the_log() {
+    let mut c = Cluster::new(3);
+    c.tick_all(40);
+    let leader = c.leader().expect("leader");
+    c.propose(leader, 1, 1);
+    let log_before: usize = c.applied[leader].len();
+    c.down = vec![true; 3];
+    c.down[leader] = false;
+    c.replicas[leader].read(42).expect("leader reads");
+    c.collect(leader);
+    c.settle();
+    assert!(
+        c.ready_reads.is_empty(),
+        "no quorum confirmed the ballot yet"
+    );
+    c.down = vec![false; 3];
+    // The next heartbeat round reaches the followers.
+    c.tick_all(3);
+    assert_eq!(c.ready_reads, vec![(leader as u64 + 1, 42)]);
+    assert_eq!(c.applied[leader].len(), log_before, "reads write nothing");
+    // Followers refuse reads and name the leader.
+    let follower = (leader + 1) % 3;
+    assert!(c.replicas[follower].read(1).is_err());
+}
+
+#[test]
+fn a_restarted_replica_keeps_its_promise_and_catches_up() {
+    let mut c = Cluster::new(3);
+    c.tick_all(40);
+    let leader = c.leader().expect("leader");
+    let lagger = (leader + 1) % 3;
+    c.down[lagger] = true;
+    for seq in 1..=150 {
+        c.propose(leader, 1, seq);
+    }
+    let promised = c.replicas[lagger].promised();
+    // Restart from its disk: same promise, nothing applied beyond the disk.
+    let config = c.replicas[lagger].config().clone();
+    c.replicas[lagger] = Replica::restart(config, c.disks[lagger].clone());
+    c.applied[lagger].clear();
+    c.collect(lagger);
+    assert_eq!(c.replicas[lagger].promised(), promised);
+    c.down[lagger] = false;
+    c.tick_all(20);
+    assert_eq!(
+        c.applied[lagger], c.applied[leader],
+        "caught up on every slot"
+    );
+    assert!(c.replicas[lagger].commit_index() >= 150);
+}
+
+#[test]
+fn hostile_messages_are_ignored_without_panic() {
+    // Replica 2 follows leader 1 at ballot 5.1.
+    let (fid, lid) = (2, 1);
+    let mut r = Replica::new(Config::new(fid, vec![1, 2, 3]));
+    let leading = Ballot::new(5, lid);
+    r.step(Envelope {
+        from: lid,
+        to: fid,
+        message: Message::Prepare {
+            ballot: leading,
+            first_slot: 1,
+        },
+    });
+    r.take_outputs();
+    let hostile = vec![
+        // An unknown sender.
+        Envelope {
+            from: 99,
+            to: fid,
+            message: Message::Prepare {
+                ballot: Ballot::new(1_000, 99),
+                first_slot: 1,
+            },
+        },
+        // A member using someone else's ballot.
+        Envelope {
+            from: lid,
+            to: fid,
+            message: Message::Prepare {
+                ballot: Ballot::new(1_000, 3),
+                first_slot: 1,
+            },
+        },
+        // A far-future ballot.
+        Envelope {
+            from: lid,
+            to: fid,
+            message: Message::Accept {
+                ballot: Ballot::new(u64::MAX, lid),
+                slot: 1,
+                value: Value::Noop,
+            },
+        },
+        // Slots out of range.
+        Envelope {
+            from: lid,
+            to: fid,
+            message: Message::Accept {
+                ballot: leading,
+                slot: u64::MAX,
+                value: Value::Noop,
+            },
+        },
+        Envelope {
+            from: lid,
+            to: fid,
+            message: Message::Commit {
+                slot: 0,
+                value: Value::Noop,
+            },
+        },
+        Envelope {
+            from: lid,
+            to: fid,
+            message: Message::CatchUp { from: 0 },
+        },
+        // Replies to ballots the receiver never used.
+        Envelope {
+            from: lid,
+            to: fid,
+            message: Message::Promise {
+                ballot: Ballot::new(5, 77),
+                accepted: vec![],
+            },
+        },
+        Envelope {
+            from: lid,
+            to: fid,
+            message: Message::Nack {
+                ballot: Ballot::new(1, fid),
+                higher: Ballot::new(u64::MAX, 3),
+            },
+        },
+        // Addressed to someone else.
+        Envelope {
+            from: lid,
+            to: 42,
+            message: Message::CatchUp { from: 1 },
+        },
+    ];
+    for e in hostile {
+        r.step(e);
+    }
+    assert!(r.take_outputs().is_empty(), "all ignored");
+    assert_eq!(r.promised(), leading);
+    // A stale ballot is answered with a Nack, and changes nothing.
+    r.step(Envelope {
+        from: 3,
+        to: fid,
+        message: Message::Accept {
+            ballot: Ballot::new(4, 3),
+            slot: 1,
+            value: Value::Noop,
+        },
+    });
+    let out = r.take_outputs();
+    assert_eq!(
+        out,
+        vec![Output::Send(Envelope {
+            from: fid,
+            to: 3,
+            message: Message::Nack {
+                ballot: Ballot::new(4, 3),
+                higher: leading
+            }
+        })]
+    );
+    // The real leader is still followed.
+    r.step(Envelope {
+        from: lid,
+        to: fid,
+        message: Message::Accept {
+            ballot: leading,
+            slot: 1,
+            value: Value::Noop,
+        },
+    });
+    let out = r.take_outputs();
+    assert!(matches!(
+        &out[..],
+        [
+            Output::Persist(_),
+            Output::Send(Envelope {
+                message: Message::Accepted { slot: 1, .. },
+                ..
+            })
+        ]
+    ));
+}

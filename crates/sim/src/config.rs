@@ -1,0 +1,124 @@
+//! What a simulated run looks like: cluster size, workload, faults.
+
+use std::fmt;
+use std::str::FromStr;
+
+use paxos::multi::Bug;
+
+/// Which faults the nemesis injects while faults are on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Nemesis {
+    /// Crash nodes (losing everything not persisted) and restart them.
+    pub crash: bool,
+    /// Partitions: majority/minority, isolated leader, bridge, one-way.
+    pub partition: bool,
+    /// Lose messages.
+    pub loss: bool,
+    /// Deliver some messages twice.
+    pub duplicate: bool,
+    /// Long and uneven delays, which reorder messages.
+    pub delay: bool,
+}
+
+impl Nemesis {
+    /// Every fault.
+    pub fn all() -> Self {
+        Nemesis {
+            crash: true,
+            partition: true,
+            loss: true,
+            duplicate: true,
+            delay: true,
+        }
+    }
+
+    /// Whether any fault is on.
+    pub fn any(&self) -> bool {
+        self.crash || self.partition || self.loss || self.duplicate || self.delay
+    }
+}
+
+/// The names the command line accepts.
+pub const NEMESIS_NAMES: &str =
+    "all, none, or a comma list of crash, partition, loss, duplicate, delay";
+
+impl FromStr for Nemesis {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut n = Nemesis::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "all" => n = Nemesis::all(),
+                "none" => {}
+                "crash" => n.crash = true,
+                "partition" => n.partition = true,
+                "loss" => n.loss = true,
+                "duplicate" => n.duplicate = true,
+                "delay" => n.delay = true,
+                other => return Err(format!("unknown fault {other:?}; expected {NEMESIS_NAMES}")),
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl fmt::Display for Nemesis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Nemesis::all() {
+            return write!(f, "all");
+        }
+        let names: Vec<&str> = [
+            (self.crash, "crash"),
+            (self.partition, "partition"),
+            (self.loss, "loss"),
+            (self.duplicate, "duplicate"),
+            (self.delay, "delay"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| *name)
+        .collect();
+        if names.is_empty() {
+            write!(f, "none")
+        } else {
+            write!(f, "{}", names.join(","))
+        }
+    }
+}
+
+/// One run's setup. Everything else comes from the seed.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Replicas in the cluster.
+    pub nodes: usize,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Keys the clients work on (few, so that operations collide).
+    pub keys: usize,
+    /// Virtual time with faults on, in microseconds.
+    pub fault_us: u64,
+    /// Virtual time after healing, in which the cluster must make progress.
+    pub heal_us: u64,
+    /// The faults.
+    pub nemesis: Nemesis,
+    /// A deliberately broken protocol variant, for tests of the checkers.
+    pub bug: Option<Bug>,
+    /// Record a message-by-message trace.
+    pub trace: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 3,
+            clients: 5,
+            keys: 3,
+            fault_us: 4_000_000,
+            heal_us: 2_000_000,
+            nemesis: Nemesis::all(),
+            bug: None,
+            trace: false,
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Safety invariants checked at every step, by an oracle that sees every
+//! acceptance as it is persisted and every apply.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use paxos::multi::{ClientId, Slot, Value};
+use paxos::{Ballot, NodeId};
+
+use crate::kv::Fnv;
+
+/// A broken safety property, with what the oracle saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Virtual time, in microseconds.
+    pub time_us: u64,
+    /// What broke.
+    pub what: String,
+}
+
+/// The all-seeing judge of one run.
+#[derive(Debug, Default)]
+pub struct Oracle {
+    quorum: usize,
+    /// Per slot and ballot, each value accepted and who accepted it.
+    votes: BTreeMap<(Slot, Ballot), Vec<(Value, BTreeSet<NodeId>)>>,
+    /// Values chosen so far: a quorum accepted them at one ballot.
+    chosen: BTreeMap<Slot, Value>,
+    /// Every command a client submitted.
+    proposed: BTreeSet<(ClientId, u64, Vec<u8>)>,
+    /// The applied sequence every replica must follow: slot and value digest.
+    canonical: Vec<(Slot, u64)>,
+    /// Per node, how many applies it made since it last (re)started.
+    applied_count: BTreeMap<NodeId, usize>,
+    /// What broke.
+    pub violations: Vec<Violation>,
+}
+
+/// A digest of a value, for comparing applied sequences cheaply.
+pub fn value_digest(value: &Value) -> u64 {
+    let mut h = Fnv::default();
+    match value {
+        Value::Noop => h.write(&[0]),
+        Value::Batch(commands) => {
+            for c in commands {
+                h.write(&c.client.to_le_bytes());
+                h.write(&c.seq.to_le_bytes());
+                h.write(&c.payload);
+            }
+        }
+    }
+    h.0
+}
+
+impl Oracle {
+    /// An oracle for a cluster of `members` replicas.
+    pub fn new(members: usize) -> Self {
+        Oracle {
+            quorum: members / 2 + 1,
+            ..Oracle::default()
+        }
+    }
+
+    fn violate(&mut self, time_us: u64, what: String) {
+        self.violations.push(Violation { time_us, what });
+    }
+
+    /// Slots known chosen so far.
+    pub fn chosen_count(&self) -> usize {
+        self.chosen.len()
+    }
+
+    /// A client submitted this command.
+    pub fn proposed(&mut self, client: ClientId, seq: u64, payload: &[u8]) {
+        self.proposed.insert((client, seq, payload.to_vec()));
+    }
+
+    /// `node` made its acceptance of `value` for `slot` at `ballot` durable.
+    pub fn accepted(
+        &mut self,
+        time_us: u64,
+        node: NodeId,
+        slot: Slot,
+        ballot: Ballot,
+        value: &Value,
+    ) {
+        let entry = self.votes.entry((slot, ballot)).or_default();
+        if entry.iter().any(|(v, _)| v != value) {
+            self.violations.push(Violation {
+                time_us,
+                what: format!("slot {slot}: two different values accepted at ballot {ballot}"),
+            });
+        }
+        let voters = match entry.iter_mut().find(|(v, _)| v == value) {
+            Some((_, voters)) => voters,
+            None => {
+                entry.push((value.clone(), BTreeSet::new()));
+                let last = entry.len() - 1;
+                &mut entry[last].1
+            }
+        };
+        voters.insert(node);
+        if voters.len() < self.quorum {
+            return;
+        }
+        match self.chosen.get(&slot) {
+            Some(existing) if existing != value => {
+                let what = format!(
+                    "slot {slot} chosen twice: {existing:?} and then {value:?} at ballot {ballot}"
+                );
+                self.violate(time_us, what);
+            }
+            Some(_) => {}
+            None => {
+                if let Value::Batch(commands) = value {
+                    for c in commands {
+                        if !self
+                            .proposed
+                            .contains(&(c.client, c.seq, c.payload.clone()))
+                        {
+                            let what = format!(
+                                "slot {slot} chose a command no client proposed: client {} seq {}",
+                                c.client, c.seq
+                            );
+                            self.violate(time_us, what);
+                        }
+                    }
+                }
+                self.chosen.insert(slot, value.clone());
+            }
+        }
+    }
+
+    /// `node` (re)started: its applies begin again from the first slot.
+    pub fn restarted(&mut self, node: NodeId) {
+        self.applied_count.insert(node, 0);
+    }
+
+    /// `node` applied `value` for `slot`: it must be the chosen value, and
+    /// the node's applied sequence must be a prefix of every other's.
+    pub fn applied(&mut self, time_us: u64, node: NodeId, slot: Slot, value: &Value) {
+        match self.chosen.get(&slot) {
+            Some(chosen) if chosen == value => {}
+            Some(_) => self.violate(
+                time_us,
+                format!("n{node} applied slot {slot} with a value that was not chosen"),
+            ),
+            None => self.violate(
+                time_us,
+                format!("n{node} applied slot {slot} before any value was chosen for it"),
+            ),
+        }
+        let index = self.applied_count.entry(node).or_insert(0);
+        let at = *index;
+        *index += 1;
+        let entry = (slot, value_digest(value));
+        match self.canonical.get(at) {
+            None => {
+                debug_assert_eq!(at, self.canonical.len());
+                self.canonical.push(entry);
+            }
+            Some(expected) if *expected == entry => {}
+            Some(expected) => {
+                let what = format!(
+                    "replicas' applied prefixes differ: n{node}'s apply #{} is slot {slot}, others applied slot {} there",
+                    at + 1,
+                    expected.0
+                );
+                self.violate(time_us, what);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paxos::multi::Command;
+
+    fn batch(seq: u64) -> Value {
+        Value::Batch(vec![Command {
+            client: 1,
+            seq,
+            payload: vec![seq as u8],
+        }])
+    }
+
+    #[test]
+    fn catches_two_values_chosen_for_one_slot() {
+        let mut o = Oracle::new(3);
+        o.proposed(1, 1, &[1]);
+        o.proposed(1, 2, &[2]);
+        let b1 = Ballot::new(1, 1);
+        let b2 = Ballot::new(2, 2);
+        o.accepted(0, 1, 5, b1, &batch(1));
+        o.accepted(0, 2, 5, b1, &batch(1));
+        assert!(o.violations.is_empty());
+        o.accepted(1, 2, 5, b2, &batch(2));
+        o.accepted(1, 3, 5, b2, &batch(2));
+        assert_eq!(o.violations.len(), 1, "{:?}", o.violations);
+    }
+
+    #[test]
+    fn catches_an_invented_command_and_a_diverging_apply() {
+        let mut o = Oracle::new(3);
+        let b = Ballot::new(1, 1);
+        o.accepted(0, 1, 1, b, &batch(7));
+        o.accepted(0, 2, 1, b, &batch(7));
+        assert_eq!(o.violations.len(), 1, "never proposed");
+        o.proposed(1, 8, &[8]);
+        o.accepted(0, 1, 2, b, &batch(8));
+        o.accepted(0, 2, 2, b, &batch(8));
+        o.applied(0, 1, 1, &batch(7));
+        o.applied(0, 2, 2, &batch(8));
+        assert_eq!(o.violations.len(), 2, "{:?}", o.violations);
+    }
+}

@@ -1,0 +1,944 @@
+//! One simulated run: replicas, a network, clients and a nemesis under
+//! virtual time, all drawn from one seed.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use check::{Op, Operation, Outcome};
+use paxos::multi::{
+    ClientId, Command, Config, Durable, Envelope, Output, ProposeError, ReadId, Record, Replica,
+    Value,
+};
+use paxos::{Ballot, NodeId};
+use rand::seq::SliceRandom;
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::SimConfig;
+use crate::kv::{Key, Kv, KvOp, KvReply};
+use crate::network::{NetConfig, Network};
+use crate::oracle::{Oracle, Violation};
+use crate::report::RunReport;
+use crate::trace::describe;
+
+/// Length of one replica tick, in virtual microseconds.
+pub const TICK_US: u64 = 10_000;
+const CLIENT_TIMEOUT_US: u64 = 400_000;
+const CLIENT_ATTEMPTS_MAX: u32 = 16;
+const CLIENT_RETRY_US: u64 = 30_000;
+const CLIENT_THINK_US_MAX: u64 = 20_000;
+const DRAIN_US_MAX: u64 = 5_000_000;
+const EVENTS_MAX: u64 = 20_000_000;
+
+/// What a client asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    Read { key: Key },
+    Write { seq: u64, op: KvOp },
+}
+
+/// What a node answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reply {
+    Read(Option<u64>),
+    Applied(KvReply),
+    /// Refused before anything was proposed: certainly not applied.
+    NotLeader(Option<NodeId>),
+    /// The leader's queue was full: certainly not applied.
+    Busy,
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver(Envelope),
+    Tick(NodeId),
+    Request {
+        node: NodeId,
+        client: ClientId,
+        attempt: u64,
+        request: Request,
+    },
+    Reply {
+        client: ClientId,
+        attempt: u64,
+        reply: Reply,
+    },
+    ClientTimeout {
+        client: ClientId,
+        attempt: u64,
+    },
+    ClientNext(ClientId),
+    ClientRetry(ClientId),
+    Nemesis,
+    Restart(NodeId),
+    Heal,
+    StopClients,
+    FinalReads,
+}
+
+struct Scheduled {
+    time: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+        (other.time, other.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+/// A node: the replica (absent while crashed), its disk, and its state
+/// machine and the clients waiting on it.
+struct Node {
+    id: NodeId,
+    replica: Option<Replica>,
+    disk: Durable,
+    kv: Kv,
+    /// Writes proposed here, by `(client, seq)`: who to answer.
+    writes: BTreeMap<(ClientId, u64), u64>,
+    /// Reads started here: the client, its attempt and the key.
+    reads: BTreeMap<ReadId, (ClientId, u64, Key)>,
+}
+
+/// One client's operation in progress.
+struct Pending {
+    history_index: usize,
+    request: Request,
+    attempt: u64,
+    attempts: u32,
+    /// Some attempt may have reached the log; a give-up is then `info`.
+    uncertain: bool,
+}
+
+struct Client {
+    id: ClientId,
+    target: NodeId,
+    seq: u64,
+    pending: Option<Pending>,
+    /// Fixed operations to run (the final reads); random ones otherwise.
+    script: Option<VecDeque<Request>>,
+    done: bool,
+}
+
+/// The whole simulated world of one run.
+pub struct World {
+    config: SimConfig,
+    rng: ChaCha8Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    nodes: Vec<Node>,
+    members: Vec<NodeId>,
+    network: Network,
+    clients: Vec<Client>,
+    next_attempt: u64,
+    next_read: ReadId,
+    next_value: u64,
+    oracle: Oracle,
+    history: Vec<Operation>,
+    trace: Option<Vec<String>>,
+    faults_on: bool,
+    clients_on: bool,
+    heal_time: u64,
+    first_ok_after_heal: Option<u64>,
+    leader_changes: u64,
+    events: u64,
+    crashes: u64,
+}
+
+impl World {
+    /// Builds the world for `seed`.
+    pub fn new(seed: u64, config: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let members: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
+        let nodes = members
+            .iter()
+            .map(|&id| Node {
+                id,
+                replica: Some(Replica::new(replica_config(&config, id, &members))),
+                disk: Durable::default(),
+                kv: Kv::default(),
+                writes: BTreeMap::new(),
+                reads: BTreeMap::new(),
+            })
+            .collect();
+        let n = &config.nemesis;
+        let faulty_net = NetConfig {
+            delay_min_us: 200,
+            delay_mean_us: if n.delay { 1_500 } else { 300 },
+            loss: if n.loss { 0.05 } else { 0.0 },
+            duplicate: if n.duplicate { 0.05 } else { 0.0 },
+            spike: if n.delay { 0.01 } else { 0.0 },
+            spike_us: 100_000,
+        };
+        let clients = (0..config.clients)
+            .map(|i| Client {
+                id: 100 + i as ClientId,
+                target: members[rng.random_range(0..members.len())],
+                seq: 0,
+                pending: None,
+                script: None,
+                done: false,
+            })
+            .collect();
+        let trace = config.trace.then(Vec::new);
+        World {
+            network: Network::new(faulty_net),
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            oracle: Oracle::new(members.len()),
+            nodes,
+            members,
+            clients,
+            next_attempt: 1,
+            next_read: 1,
+            next_value: 1,
+            history: Vec::new(),
+            trace,
+            faults_on: true,
+            clients_on: true,
+            heal_time: 0,
+            first_ok_after_heal: None,
+            leader_changes: 0,
+            events: 0,
+            crashes: 0,
+            config,
+        }
+    }
+
+    fn schedule(&mut self, delay: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            time: self.now + delay,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    fn trace(&mut self, line: impl FnOnce() -> String) {
+        if let Some(t) = &mut self.trace {
+            t.push(format!("{:>10.3}ms  {}", self.now as f64 / 1000.0, line()));
+        }
+    }
+
+    /// Runs to the end and judges the run.
+    pub fn run(mut self) -> RunReport {
+        for i in 0..self.nodes.len() {
+            let offset = self.rng.random_range(0..TICK_US);
+            let id = self.nodes[i].id;
+            self.schedule(offset, Event::Tick(id));
+        }
+        for i in 0..self.clients.len() {
+            let id = self.clients[i].id;
+            let delay = self.rng.random_range(0..CLIENT_THINK_US_MAX);
+            self.schedule(delay, Event::ClientNext(id));
+        }
+        if self.config.nemesis.any() {
+            let delay = self.nemesis_gap();
+            self.schedule(delay, Event::Nemesis);
+        }
+        self.schedule(self.config.fault_us, Event::Heal);
+        self.schedule(
+            self.config.fault_us + self.config.heal_us,
+            Event::StopClients,
+        );
+
+        let mut stop_at = u64::MAX;
+        while let Some(next) = self.queue.pop() {
+            if next.time > stop_at {
+                break;
+            }
+            self.events += 1;
+            if self.events > EVENTS_MAX {
+                self.violate("event budget exhausted: the run does not settle".into());
+                break;
+            }
+            self.now = next.time;
+            if let Event::StopClients = next.event {
+                stop_at = self.now + DRAIN_US_MAX;
+            }
+            self.handle(next.event);
+            let final_reads_done = self.clients.iter().any(|c| c.script.is_some() && c.done);
+            if final_reads_done && self.clients.iter().all(|c| c.done) {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    fn violate(&mut self, what: String) {
+        self.oracle.violations.push(Violation {
+            time_us: self.now,
+            what,
+        });
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver(envelope) => {
+                let to = envelope.to;
+                let Some(node) = self.node_index(to) else {
+                    return;
+                };
+                if self.nodes[node].replica.is_none() {
+                    return;
+                }
+                let line = describe(&envelope);
+                self.trace(|| line);
+                if let Some(replica) = &mut self.nodes[node].replica {
+                    replica.step(envelope);
+                }
+                self.process_outputs(node);
+            }
+            Event::Tick(id) => {
+                let random = self.rng.next_u64();
+                if let Some(node) = self.node_index(id) {
+                    if let Some(replica) = &mut self.nodes[node].replica {
+                        replica.tick(random);
+                        self.process_outputs(node);
+                    }
+                }
+                self.schedule(TICK_US, Event::Tick(id));
+            }
+            Event::Request {
+                node,
+                client,
+                attempt,
+                request,
+            } => self.on_request(node, client, attempt, request),
+            Event::Reply {
+                client,
+                attempt,
+                reply,
+            } => self.on_reply(client, attempt, reply),
+            Event::ClientTimeout { client, attempt } => self.on_timeout(client, attempt),
+            Event::ClientNext(client) => self.client_next(client),
+            Event::ClientRetry(client) => {
+                if let Some(ci) = self.client_index(client) {
+                    if self.clients[ci]
+                        .pending
+                        .as_ref()
+                        .is_some_and(|p| p.attempt == 0)
+                    {
+                        self.client_send(ci);
+                    }
+                }
+            }
+            Event::Nemesis => {
+                if self.faults_on {
+                    self.nemesis();
+                    let delay = self.nemesis_gap();
+                    self.schedule(delay, Event::Nemesis);
+                }
+            }
+            Event::Restart(id) => self.restart(id),
+            Event::Heal => self.heal(),
+            Event::StopClients => {
+                self.clients_on = false;
+                self.trace(|| "clients stop; draining".into());
+                let delay = self.config.heal_us / 4;
+                self.schedule(delay.max(TICK_US), Event::FinalReads);
+            }
+            Event::FinalReads => self.start_final_reads(),
+        }
+    }
+
+    fn node_index(&self, id: NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    fn send(&mut self, envelope: Envelope) {
+        let delays = self
+            .network
+            .deliveries(&mut self.rng, envelope.from, envelope.to);
+        let Some((last, duplicates)) = delays.split_last() else {
+            let line = format!("dropped {}", describe(&envelope));
+            self.trace(|| line);
+            return;
+        };
+        for delay in duplicates {
+            self.schedule(*delay, Event::Deliver(envelope.clone()));
+        }
+        self.schedule(*last, Event::Deliver(envelope));
+    }
+
+    /// Carries out a replica's outputs in order: persists land on its disk
+    /// before anything after them leaves, as the barrier rule requires.
+    fn process_outputs(&mut self, node: usize) {
+        let Some(replica) = &mut self.nodes[node].replica else {
+            return;
+        };
+        let outputs = replica.take_outputs();
+        let id = self.nodes[node].id;
+        for output in outputs {
+            match output {
+                Output::Persist(record) => {
+                    if let Record::Accept {
+                        slot,
+                        ballot,
+                        value,
+                    } = &record
+                    {
+                        self.oracle.accepted(self.now, id, *slot, *ballot, value);
+                    }
+                    self.nodes[node].disk.apply(&record);
+                }
+                Output::Send(envelope) => self.send(envelope),
+                Output::Apply { slot, value } => {
+                    self.oracle.applied(self.now, id, slot, &value);
+                    self.apply(node, &value);
+                }
+                Output::ReadReady { read } => {
+                    if let Some((client, attempt, key)) = self.nodes[node].reads.remove(&read) {
+                        let value = self.nodes[node].kv.get(key);
+                        self.reply(client, attempt, Reply::Read(value));
+                    }
+                }
+                Output::ReadAborted { read, leader } => {
+                    if let Some((client, attempt, _)) = self.nodes[node].reads.remove(&read) {
+                        self.reply(client, attempt, Reply::NotLeader(leader));
+                    }
+                }
+                Output::Rejected { command, leader } => {
+                    let key = (command.client, command.seq);
+                    if let Some(attempt) = self.nodes[node].writes.remove(&key) {
+                        self.reply(command.client, attempt, Reply::NotLeader(leader));
+                    }
+                }
+                Output::Elected { ballot } => {
+                    self.leader_changes += 1;
+                    self.trace(|| format!("n{id} elected leader with ballot {ballot}"));
+                }
+                Output::SteppedDown { ballot } => {
+                    self.trace(|| format!("n{id} gives up ballot {ballot}"));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, node: usize, value: &Value) {
+        let Value::Batch(commands) = value else {
+            return;
+        };
+        for command in commands {
+            let reply = self.nodes[node].kv.apply(command);
+            let key = (command.client, command.seq);
+            if let Some(attempt) = self.nodes[node].writes.remove(&key) {
+                if reply != KvReply::Stale {
+                    self.reply(command.client, attempt, Reply::Applied(reply));
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, client: ClientId, attempt: u64, reply: Reply) {
+        let delay = self.rng.random_range(100..500);
+        self.schedule(
+            delay,
+            Event::Reply {
+                client,
+                attempt,
+                reply,
+            },
+        );
+    }
+
+    // ----- clients -----
+
+    fn client_index(&self, id: ClientId) -> Option<usize> {
+        self.clients.iter().position(|c| c.id == id)
+    }
+
+    fn client_next(&mut self, id: ClientId) {
+        let Some(ci) = self.client_index(id) else {
+            return;
+        };
+        if self.clients[ci].pending.is_some() || self.clients[ci].done {
+            return;
+        }
+        let request = match &mut self.clients[ci].script {
+            Some(script) => match script.pop_front() {
+                Some(r) => r,
+                None => {
+                    self.clients[ci].done = true;
+                    return;
+                }
+            },
+            None if !self.clients_on => {
+                self.clients[ci].done = true;
+                return;
+            }
+            None => self.random_request(ci),
+        };
+        let key = match request {
+            Request::Read { key } => key,
+            Request::Write { op, .. } => match op {
+                KvOp::Put { key, .. } | KvOp::Cas { key, .. } => key,
+            },
+        };
+        let op = match request {
+            Request::Read { .. } => Op::Read,
+            Request::Write {
+                op: KvOp::Put { value, .. },
+                ..
+            } => Op::Write(value),
+            Request::Write {
+                op: KvOp::Cas { expected, new, .. },
+                ..
+            } => Op::Cas { expected, new },
+        };
+        self.history.push(Operation {
+            process: id,
+            key: format!("k{key}"),
+            op,
+            invoke: self.now,
+            complete: None,
+            outcome: Outcome::Info,
+        });
+        self.clients[ci].pending = Some(Pending {
+            history_index: self.history.len() - 1,
+            request,
+            attempt: 0,
+            attempts: 0,
+            uncertain: false,
+        });
+        let line = format!("client {id} invokes {request:?}");
+        self.trace(|| line);
+        self.client_send(ci);
+    }
+
+    fn random_request(&mut self, ci: usize) -> Request {
+        let key = self.rng.random_range(0..self.config.keys) as Key;
+        let roll = self.rng.random_range(0..100);
+        if roll < 40 {
+            return Request::Read { key };
+        }
+        let client = &mut self.clients[ci];
+        client.seq += 1;
+        let seq = client.seq;
+        let value = self.next_value;
+        self.next_value += 1;
+        let op = if roll < 75 {
+            KvOp::Put { key, value }
+        } else {
+            // Expect a recent value: sometimes right, sometimes not.
+            let back = self.rng.random_range(0..4);
+            let expected = if value > back + 1 {
+                Some(value - 1 - back)
+            } else {
+                None
+            };
+            KvOp::Cas {
+                key,
+                expected,
+                new: value,
+            }
+        };
+        Request::Write { seq, op }
+    }
+
+    fn client_send(&mut self, ci: usize) {
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        let client = &mut self.clients[ci];
+        let Some(pending) = &mut client.pending else {
+            return;
+        };
+        pending.attempt = attempt;
+        pending.attempts += 1;
+        let (id, node, request) = (client.id, client.target, pending.request);
+        let delay = self.rng.random_range(100..500);
+        self.schedule(
+            delay,
+            Event::Request {
+                node,
+                client: id,
+                attempt,
+                request,
+            },
+        );
+        self.schedule(
+            CLIENT_TIMEOUT_US,
+            Event::ClientTimeout {
+                client: id,
+                attempt,
+            },
+        );
+    }
+
+    fn on_request(&mut self, node_id: NodeId, client: ClientId, attempt: u64, request: Request) {
+        let Some(node) = self.node_index(node_id) else {
+            return;
+        };
+        let Some(replica) = &mut self.nodes[node].replica else {
+            return; // A crashed node says nothing; the client times out.
+        };
+        match request {
+            Request::Read { key } => {
+                let read = self.next_read;
+                self.next_read += 1;
+                match replica.read(read) {
+                    Ok(()) => {
+                        self.nodes[node].reads.insert(read, (client, attempt, key));
+                    }
+                    Err(e) => {
+                        let reply = refusal(&e);
+                        self.reply(client, attempt, reply);
+                    }
+                }
+            }
+            Request::Write { seq, op } => {
+                let command = Command {
+                    client,
+                    seq,
+                    payload: op.encode(),
+                };
+                self.oracle.proposed(client, seq, &command.payload);
+                match replica.propose(command) {
+                    Ok(()) => {
+                        self.nodes[node].writes.insert((client, seq), attempt);
+                    }
+                    Err(e) => {
+                        let reply = refusal(&e);
+                        self.reply(client, attempt, reply);
+                    }
+                }
+            }
+        }
+        self.process_outputs(node);
+    }
+
+    fn on_reply(&mut self, id: ClientId, attempt: u64, reply: Reply) {
+        let Some(ci) = self.client_index(id) else {
+            return;
+        };
+        let Some(pending) = &self.clients[ci].pending else {
+            return;
+        };
+        if pending.attempt != attempt {
+            return; // An answer to an attempt already given up on.
+        }
+        let outcome = match (pending.request, reply) {
+            (Request::Read { .. }, Reply::Read(value)) => Some(Outcome::Ok(Some(value))),
+            (Request::Write { .. }, Reply::Applied(KvReply::Written | KvReply::CasOk)) => {
+                Some(Outcome::Ok(None))
+            }
+            (Request::Write { .. }, Reply::Applied(KvReply::CasFailed)) => Some(Outcome::Fail),
+            (_, Reply::NotLeader(hint)) => {
+                let next = hint.unwrap_or_else(|| self.next_member(self.clients[ci].target));
+                self.clients[ci].target = next;
+                None
+            }
+            _ => None,
+        };
+        match outcome {
+            Some(outcome) => self.complete(ci, outcome),
+            None => self.retry(ci, false),
+        }
+    }
+
+    fn on_timeout(&mut self, id: ClientId, attempt: u64) {
+        let Some(ci) = self.client_index(id) else {
+            return;
+        };
+        let Some(pending) = &self.clients[ci].pending else {
+            return;
+        };
+        if pending.attempt != attempt {
+            return;
+        }
+        let line = format!("client {id} attempt {attempt} timed out");
+        self.trace(|| line);
+        self.clients[ci].target = self.next_member(self.clients[ci].target);
+        self.retry(ci, true);
+    }
+
+    fn next_member(&self, id: NodeId) -> NodeId {
+        let i = self.members.iter().position(|m| *m == id).unwrap_or(0);
+        self.members[(i + 1) % self.members.len()]
+    }
+
+    fn retry(&mut self, ci: usize, timed_out: bool) {
+        let Some(pending) = &mut self.clients[ci].pending else {
+            return;
+        };
+        pending.uncertain |= timed_out;
+        pending.attempt = 0; // No attempt is current until the next is sent.
+        if pending.attempts >= CLIENT_ATTEMPTS_MAX {
+            // A put refused every time certainly did not happen: `fail`. A
+            // CAS cannot say so (its `fail` means "compared and missed"),
+            // so it stays `info`, like anything that may have happened.
+            let outcome = match pending.request {
+                Request::Write {
+                    op: KvOp::Put { .. },
+                    ..
+                } if !pending.uncertain => Outcome::Fail,
+                _ => Outcome::Info,
+            };
+            self.complete(ci, outcome);
+            return;
+        }
+        let id = self.clients[ci].id;
+        if timed_out {
+            self.client_send(ci);
+        } else {
+            self.schedule(CLIENT_RETRY_US, Event::ClientRetry(id));
+        }
+    }
+
+    fn complete(&mut self, ci: usize, outcome: Outcome) {
+        let Some(pending) = self.clients[ci].pending.take() else {
+            return;
+        };
+        let op = &mut self.history[pending.history_index];
+        let certain = !matches!(outcome, Outcome::Info);
+        op.complete = certain.then_some(self.now);
+        op.outcome = outcome;
+        if certain && self.now >= self.heal_time && self.heal_time > 0 {
+            self.first_ok_after_heal.get_or_insert(self.now);
+        }
+        let id = self.clients[ci].id;
+        let line = format!("client {id} completes {:?} {:?}", op.op, op.outcome);
+        self.trace(|| line);
+        let think = self.rng.random_range(0..CLIENT_THINK_US_MAX);
+        self.schedule(think, Event::ClientNext(id));
+    }
+
+    fn start_final_reads(&mut self) {
+        let id = 1;
+        let script: VecDeque<Request> = (0..self.config.keys)
+            .map(|k| Request::Read { key: k as Key })
+            .collect();
+        let target = self.members[0];
+        self.clients.push(Client {
+            id,
+            target,
+            seq: 0,
+            pending: None,
+            script: Some(script),
+            done: false,
+        });
+        self.trace(|| "final reads of every key".into());
+        self.client_next(id);
+    }
+
+    // ----- nemesis -----
+
+    fn nemesis_gap(&mut self) -> u64 {
+        self.rng.random_range(50_000..600_000)
+    }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        // The live leader with the highest ballot, as a nemesis would guess.
+        self.nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref())
+            .filter(|r| r.is_leader())
+            .max_by_key(|r| r.ballot().unwrap_or(Ballot::ZERO))
+            .map(|r| r.id())
+    }
+
+    fn nemesis(&mut self) {
+        let n = self.config.nemesis.clone();
+        let mut choices: Vec<u8> = Vec::new();
+        if n.crash {
+            // Crash one node (the leader half the time); now and then all
+            // of them at once, as in a power loss.
+            choices.extend([0, 0, 0, 1]);
+        }
+        if n.partition {
+            if self.network.is_partitioned() {
+                choices.extend([3, 3]);
+            } else {
+                choices.extend([2, 2]);
+            }
+        }
+        let Some(&choice) = choices.get(self.rng.random_range(0..choices.len().max(1))) else {
+            return;
+        };
+        match choice {
+            0 => {
+                let leader = self.current_leader();
+                let victim = match leader {
+                    Some(l) if self.rng.random_bool(0.5) => l,
+                    _ => self.members[self.rng.random_range(0..self.members.len())],
+                };
+                self.crash(victim);
+            }
+            1 => {
+                self.trace(|| "nemesis: power loss, every node crashes".into());
+                for id in self.members.clone() {
+                    self.crash(id);
+                }
+            }
+            2 => self.partition(),
+            _ => {
+                self.network.heal();
+                self.trace(|| "nemesis: heal partition".into());
+            }
+        }
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let Some(node) = self.node_index(id) else {
+            return;
+        };
+        if self.nodes[node].replica.is_none() {
+            return;
+        }
+        self.crashes += 1;
+        let down_us = self.rng.random_range(10_000..800_000);
+        self.schedule(down_us, Event::Restart(id));
+        let n = &mut self.nodes[node];
+        n.replica = None;
+        n.kv = Kv::default();
+        n.writes.clear();
+        n.reads.clear();
+        self.trace(|| format!("nemesis: crash n{id}"));
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        let Some(node) = self.node_index(id) else {
+            return;
+        };
+        if self.nodes[node].replica.is_some() {
+            return;
+        }
+        let config = replica_config(&self.config, id, &self.members);
+        let durable = self.nodes[node].disk.clone();
+        self.nodes[node].replica = Some(Replica::restart(config, durable));
+        self.oracle.restarted(id);
+        self.trace(|| format!("nemesis: restart n{id}"));
+        self.process_outputs(node);
+    }
+
+    fn partition(&mut self) {
+        let mut ids = self.members.clone();
+        ids.shuffle(&mut self.rng);
+        let kind = self.rng.random_range(0..4);
+        let description = match kind {
+            0 => {
+                let minority = ids.len() / 2;
+                let (a, b) = ids.split_at(minority);
+                self.network.split(a, b);
+                format!("majority/minority {:?} | {:?}", b, a)
+            }
+            1 => {
+                let leader = self.current_leader().unwrap_or(ids[0]);
+                let rest: Vec<NodeId> = ids.iter().copied().filter(|x| *x != leader).collect();
+                self.network.split(&[leader], &rest);
+                format!("isolate leader n{leader}")
+            }
+            2 => {
+                // A bridge: two sides that reach each other only through one node.
+                let bridge = ids[0];
+                let rest = &ids[1..];
+                let (a, b) = rest.split_at(rest.len() / 2);
+                self.network.split(a, b);
+                format!("bridge n{bridge} between {a:?} and {b:?}")
+            }
+            _ => {
+                let from = ids[0];
+                for to in &ids[1..] {
+                    self.network.cut_one_way(from, *to);
+                }
+                format!("one-way: n{from} cannot send")
+            }
+        };
+        self.trace(|| format!("nemesis: partition {description}"));
+    }
+
+    fn heal(&mut self) {
+        self.faults_on = false;
+        self.heal_time = self.now.max(1);
+        self.network.heal();
+        self.network.config = NetConfig::calm();
+        let crashed: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.replica.is_none())
+            .map(|n| n.id)
+            .collect();
+        self.trace(|| "heal: all links restored, all nodes restarted".into());
+        for id in crashed {
+            self.restart(id);
+        }
+    }
+
+    // ----- the verdict -----
+
+    fn finish(mut self) -> RunReport {
+        // Replicas that applied the same prefix must hold the same state.
+        let mut by_applied: BTreeMap<u64, (NodeId, u64)> = BTreeMap::new();
+        for i in 0..self.nodes.len() {
+            let Some(replica) = &self.nodes[i].replica else {
+                continue;
+            };
+            let applied = replica.applied();
+            let digest = self.nodes[i].kv.digest();
+            let id = self.nodes[i].id;
+            match by_applied.get(&applied) {
+                Some((other, d)) if *d != digest => {
+                    let what = format!(
+                        "n{id} and n{other} applied up to slot {applied} but hold different states"
+                    );
+                    self.violate(what);
+                }
+                _ => {
+                    by_applied.insert(applied, (id, digest));
+                }
+            }
+        }
+        let final_reads_done = self.clients.iter().any(|c| c.id == 1 && c.done);
+        if self.first_ok_after_heal.is_none() {
+            self.violate("no operation completed after the faults healed".into());
+        }
+        if !final_reads_done {
+            self.violate("the final reads did not finish after the faults healed".into());
+        }
+        let verdict = check::check(&self.history, &check::Limits::default());
+        let commits = self.oracle.chosen_count() as u64;
+        RunReport::new(
+            &self.config,
+            self.history,
+            verdict,
+            self.oracle.violations,
+            commits,
+            self.leader_changes,
+            self.crashes,
+            self.events,
+            self.now,
+            self.heal_time,
+            self.first_ok_after_heal,
+            self.trace,
+        )
+    }
+}
+
+fn refusal(e: &ProposeError) -> Reply {
+    match e {
+        ProposeError::NotLeader { leader, .. } => Reply::NotLeader(*leader),
+        ProposeError::Busy { .. } => Reply::Busy,
+    }
+}
+
+fn replica_config(config: &SimConfig, id: NodeId, members: &[NodeId]) -> Config {
+    let mut c = Config::new(id, members.to_vec());
+    c.bug = config.bug;
+    c
+}

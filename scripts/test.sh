@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, every test, and the simulator over
+# many seeds with every fault on. `.ci/run` runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SEEDS3=${SYNOD_SIM_SEEDS:-1..1001}
+SEEDS5=${SYNOD_SIM_SEEDS5:-1..301}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace
+
+step "cargo build --release"
+cargo build --release -p synod
+
+step "simulator: 3 replicas, seeds $SEEDS3, every fault"
+./target/release/synod sim --seeds "$SEEDS3" --nemesis all --nodes 3
+
+step "simulator: 5 replicas, seeds $SEEDS5, every fault"
+./target/release/synod sim --seeds "$SEEDS5" --nemesis all --nodes 5
+
+step "all green"
