@@ -215,7 +215,11 @@ fn a_new_leader_adopts_the_highest_ballot_value_and_fills_holes_with_noop() {
             payload: vec![],
         }])
     };
-    let promise = |accepted| Message::Promise { ballot, accepted };
+    let promise = |accepted| Message::Promise {
+        ballot,
+        accepted,
+        snapshot_slot: 0,
+    };
     r.step(Envelope {
         from: 2,
         to: 1,
@@ -393,6 +397,7 @@ fn hostile_messages_are_ignored_without_panic() {
             message: Message::Promise {
                 ballot: Ballot::new(5, 77),
                 accepted: vec![],
+                snapshot_slot: 0,
             },
         },
         Envelope {

@@ -27,10 +27,10 @@ pub struct Oracle {
     chosen: BTreeMap<Slot, Value>,
     /// Every command a client submitted.
     proposed: BTreeSet<(ClientId, u64, Vec<u8>)>,
-    /// The applied sequence every replica must follow: slot and value digest.
-    canonical: Vec<(Slot, u64)>,
-    /// Per node, how many applies it made since it last (re)started.
-    applied_count: BTreeMap<NodeId, usize>,
+    /// The value digest every replica must apply at each slot.
+    canonical: BTreeMap<Slot, u64>,
+    /// Per node, the last slot it applied (or restored from a snapshot).
+    last_applied: BTreeMap<NodeId, Slot>,
     /// What broke.
     pub violations: Vec<Violation>,
 }
@@ -130,13 +130,20 @@ impl Oracle {
         }
     }
 
-    /// `node` (re)started: its applies begin again from the first slot.
-    pub fn restarted(&mut self, node: NodeId) {
-        self.applied_count.insert(node, 0);
+    /// `node` (re)started from a snapshot covering slots up to `slot` (0 if
+    /// none): its applies resume after it.
+    pub fn restarted(&mut self, node: NodeId, slot: Slot) {
+        self.last_applied.insert(node, slot);
     }
 
-    /// `node` applied `value` for `slot`: it must be the chosen value, and
-    /// the node's applied sequence must be a prefix of every other's.
+    /// `node` installed a snapshot received from a peer, up to `slot`.
+    pub fn installed_snapshot(&mut self, node: NodeId, slot: Slot) {
+        self.last_applied.insert(node, slot);
+    }
+
+    /// `node` applied `value` for `slot`: it must be the chosen value, the
+    /// slot must follow the node's previous one, and every replica must
+    /// apply the same value there.
     pub fn applied(&mut self, time_us: u64, node: NodeId, slot: Slot, value: &Value) {
         match self.chosen.get(&slot) {
             Some(chosen) if chosen == value => {}
@@ -149,24 +156,23 @@ impl Oracle {
                 format!("n{node} applied slot {slot} before any value was chosen for it"),
             ),
         }
-        let index = self.applied_count.entry(node).or_insert(0);
-        let at = *index;
-        *index += 1;
-        let entry = (slot, value_digest(value));
-        match self.canonical.get(at) {
+        let last = self.last_applied.insert(node, slot).unwrap_or(0);
+        if slot != last + 1 {
+            self.violate(
+                time_us,
+                format!("n{node} applied slot {slot} right after slot {last}: out of order"),
+            );
+        }
+        let digest = value_digest(value);
+        match self.canonical.get(&slot) {
             None => {
-                debug_assert_eq!(at, self.canonical.len());
-                self.canonical.push(entry);
+                self.canonical.insert(slot, digest);
             }
-            Some(expected) if *expected == entry => {}
-            Some(expected) => {
-                let what = format!(
-                    "replicas' applied prefixes differ: n{node}'s apply #{} is slot {slot}, others applied slot {} there",
-                    at + 1,
-                    expected.0
-                );
-                self.violate(time_us, what);
-            }
+            Some(expected) if *expected == digest => {}
+            Some(_) => self.violate(
+                time_us,
+                format!("replicas' applied logs differ at slot {slot} (n{node} differs)"),
+            ),
         }
     }
 }

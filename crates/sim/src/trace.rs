@@ -28,7 +28,11 @@ pub fn describe(envelope: &Envelope) -> String {
         Message::Prepare { ballot, first_slot } => {
             format!("Prepare(ballot {ballot}, slots {first_slot}..)")
         }
-        Message::Promise { ballot, accepted } => {
+        Message::Promise {
+            ballot,
+            accepted,
+            snapshot_slot,
+        } => {
             let entries: Vec<String> = accepted
                 .iter()
                 .take(6)
@@ -40,8 +44,13 @@ pub fn describe(envelope: &Envelope) -> String {
             } else {
                 String::new()
             };
+            let snap = if *snapshot_slot > 0 {
+                format!(", snapshot ..{snapshot_slot}")
+            } else {
+                String::new()
+            };
             format!(
-                "Promise(ballot {ballot}, accepted {{{}{more}}})",
+                "Promise(ballot {ballot}, accepted {{{}{more}}}{snap})",
                 entries.join(", ")
             )
         }

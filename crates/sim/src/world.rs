@@ -29,6 +29,8 @@ const CLIENT_RETRY_US: u64 = 30_000;
 const CLIENT_THINK_US_MAX: u64 = 20_000;
 const DRAIN_US_MAX: u64 = 5_000_000;
 const EVENTS_MAX: u64 = 20_000_000;
+/// A node snapshots its state machine (and trims its log) this often.
+const SNAPSHOT_EVERY_SLOTS: u64 = 50;
 
 /// What a client asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +71,12 @@ enum Event {
     },
     ClientNext(ClientId),
     ClientRetry(ClientId),
+    InstallSnapshot {
+        to: NodeId,
+        from: NodeId,
+        slot: u64,
+        kv: Kv,
+    },
     Nemesis,
     Restart(NodeId),
     Heal,
@@ -106,6 +114,8 @@ struct Node {
     id: NodeId,
     replica: Option<Replica>,
     disk: Durable,
+    /// The durable snapshot: the slot it covers and the state at that slot.
+    snapshot: Option<(u64, Kv)>,
     kv: Kv,
     /// Writes proposed here, by `(client, seq)`: who to answer.
     writes: BTreeMap<(ClientId, u64), u64>,
@@ -170,6 +180,7 @@ impl World {
                 id,
                 replica: Some(Replica::new(replica_config(&config, id, &members))),
                 disk: Durable::default(),
+                snapshot: None,
                 kv: Kv::default(),
                 writes: BTreeMap::new(),
                 reads: BTreeMap::new(),
@@ -347,6 +358,9 @@ impl World {
                 }
             }
             Event::Restart(id) => self.restart(id),
+            Event::InstallSnapshot { to, from, slot, kv } => {
+                self.install_snapshot(to, from, slot, kv)
+            }
             Event::Heal => self.heal(),
             Event::StopClients => {
                 self.clients_on = false;
@@ -420,6 +434,25 @@ impl World {
                         self.reply(command.client, attempt, Reply::NotLeader(leader));
                     }
                 }
+                Output::SendSnapshot { to } => {
+                    if let Some((slot, kv)) = self.nodes[node].snapshot.clone() {
+                        // Lost or cut links lose the transfer; the receiver asks again.
+                        if let Some(delay) = self.network.deliveries(&mut self.rng, id, to).first()
+                        {
+                            let delay = delay + 2_000;
+                            self.trace(|| format!("n{id} -> n{to}  snapshot up to slot {slot}"));
+                            self.schedule(
+                                delay,
+                                Event::InstallSnapshot {
+                                    to,
+                                    from: id,
+                                    slot,
+                                    kv,
+                                },
+                            );
+                        }
+                    }
+                }
                 Output::Elected { ballot } => {
                     self.leader_changes += 1;
                     self.trace(|| format!("n{id} elected leader with ballot {ballot}"));
@@ -429,6 +462,43 @@ impl World {
                 }
             }
         }
+        self.maybe_snapshot(node);
+    }
+
+    /// Snapshots the state machine every so many slots, makes it durable,
+    /// and only then lets the replica trim its log.
+    fn maybe_snapshot(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        let Some(replica) = &mut n.replica else {
+            return;
+        };
+        let applied = replica.applied();
+        if applied < replica.snapshot_slot() + SNAPSHOT_EVERY_SLOTS {
+            return;
+        }
+        n.snapshot = Some((applied, n.kv.clone()));
+        n.disk.compact(applied);
+        replica.compact(applied);
+    }
+
+    fn install_snapshot(&mut self, to: NodeId, from: NodeId, slot: u64, kv: Kv) {
+        let Some(node) = self.node_index(to) else {
+            return;
+        };
+        let n = &mut self.nodes[node];
+        let Some(replica) = &mut n.replica else {
+            return;
+        };
+        if slot <= replica.commit_index() {
+            return;
+        }
+        n.kv = kv.clone();
+        n.snapshot = Some((slot, kv));
+        n.disk.compact(slot);
+        replica.install_snapshot(slot);
+        self.oracle.installed_snapshot(to, slot);
+        self.trace(|| format!("n{to} installs n{from}'s snapshot up to slot {slot}"));
+        self.process_outputs(node);
     }
 
     fn apply(&mut self, node: usize, value: &Value) {
@@ -821,8 +891,11 @@ impl World {
         }
         let config = replica_config(&self.config, id, &self.members);
         let durable = self.nodes[node].disk.clone();
+        let (slot, kv) = self.nodes[node].snapshot.clone().unwrap_or_default();
+        debug_assert_eq!(slot, durable.snapshot_slot);
+        self.nodes[node].kv = kv;
         self.nodes[node].replica = Some(Replica::restart(config, durable));
-        self.oracle.restarted(id);
+        self.oracle.restarted(id, slot);
         self.trace(|| format!("nemesis: restart n{id}"));
         self.process_outputs(node);
     }

@@ -25,7 +25,10 @@ fn one_seed_reproduces_a_run_bit_for_bit() {
     assert_eq!(a.trace, b.trace);
     assert_eq!(a.events, b.events);
     let other = sim::run(8, &c);
-    assert_ne!(a.history, other.history, "a different seed is a different run");
+    assert_ne!(
+        a.history, other.history,
+        "a different seed is a different run"
+    );
 }
 
 #[test]
@@ -47,10 +50,7 @@ fn the_protocol_survives_every_fault_with_three_and_five_replicas() {
 fn first_caught(bug: Bug) -> Option<(u64, String)> {
     (1..=1000).find_map(|seed| {
         let report = sim::run(seed, &config(3, Some(bug)));
-        report
-            .violations
-            .first()
-            .map(|v| (seed, v.what.clone()))
+        report.violations.first().map(|v| (seed, v.what.clone()))
     })
 }
 

@@ -34,6 +34,8 @@ pub enum Record {
 /// Everything a replica recovers from stable storage on restart.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Durable {
+    /// Slots up to here live in the state machine's snapshot, not the log.
+    pub snapshot_slot: Slot,
     /// The highest ballot promised (or used as a proposer).
     pub promised: Ballot,
     /// Per slot, the latest acceptance.
@@ -59,11 +61,26 @@ impl Durable {
                 if *ballot > self.promised {
                     self.promised = *ballot;
                 }
-                self.accepted.insert(*slot, (*ballot, value.clone()));
+                if *slot > self.snapshot_slot {
+                    self.accepted.insert(*slot, (*ballot, value.clone()));
+                }
             }
             Record::Commit { slot, value } => {
-                self.committed.insert(*slot, value.clone());
+                if *slot > self.snapshot_slot {
+                    self.committed.insert(*slot, value.clone());
+                }
             }
         }
+    }
+
+    /// A snapshot covering every slot up to `slot` is durable: the log
+    /// before it is no longer needed.
+    pub fn compact(&mut self, slot: Slot) {
+        if slot <= self.snapshot_slot {
+            return;
+        }
+        self.snapshot_slot = slot;
+        self.accepted = self.accepted.split_off(&(slot + 1));
+        self.committed = self.committed.split_off(&(slot + 1));
     }
 }

@@ -57,8 +57,12 @@ pub enum Message {
     Promise {
         /// The ballot promised.
         ballot: Ballot,
-        /// Acceptances at or after the prepare's `first_slot`.
+        /// Acceptances at or after the prepare's `first_slot`, and after
+        /// `snapshot_slot`.
         accepted: Vec<AcceptedEntry>,
+        /// Slots up to here are chosen, applied and trimmed into a snapshot:
+        /// a candidate behind it must fetch the snapshot, not lead.
+        snapshot_slot: Slot,
     },
     /// Phase 2a: "accept this value for this slot at my ballot".
     Accept {

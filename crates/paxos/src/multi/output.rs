@@ -51,6 +51,13 @@ pub enum Output {
         /// Who may lead now, if known.
         leader: Option<NodeId>,
     },
+    /// Send `to` the latest durable snapshot of the state machine: it asked
+    /// for slots this replica has already trimmed. When installed there,
+    /// the receiver's runtime calls `Replica::install_snapshot`.
+    SendSnapshot {
+        /// The replica that is behind.
+        to: NodeId,
+    },
     /// This replica became leader with `ballot`.
     Elected {
         /// The ballot it leads with.

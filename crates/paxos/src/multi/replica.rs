@@ -83,6 +83,10 @@ pub struct Replica {
     chosen: BTreeMap<Slot, Value>,
     commit_index: Slot,
     applied: Slot,
+    /// Slots up to here are in the state machine's snapshot, trimmed here.
+    snapshot_slot: Slot,
+    /// Per peer, when we last asked the runtime to send it our snapshot.
+    snapshot_sent_tick: BTreeMap<NodeId, u64>,
     applied_out_of_order: BTreeSet<Slot>,
     // Proposer.
     state: State,
@@ -117,13 +121,20 @@ impl Replica {
         } else {
             durable.promised
         };
+        let snapshot_slot = durable.snapshot_slot;
+        let mut accepted = durable.accepted;
+        let mut chosen = durable.committed;
+        accepted = accepted.split_off(&(snapshot_slot + 1));
+        chosen = chosen.split_off(&(snapshot_slot + 1));
         let mut replica = Replica {
             config,
             promised,
-            accepted: durable.accepted,
-            chosen: durable.committed,
-            commit_index: 0,
-            applied: 0,
+            accepted,
+            chosen,
+            commit_index: snapshot_slot,
+            applied: snapshot_slot,
+            snapshot_slot,
+            snapshot_sent_tick: BTreeMap::new(),
             applied_out_of_order: BTreeSet::new(),
             state: State::Follower,
             max_seen: promised,
@@ -195,6 +206,45 @@ impl Replica {
     /// Every slot up to here has been handed out as `Output::Apply`.
     pub fn applied(&self) -> Slot {
         self.applied
+    }
+
+    /// Slots up to here are trimmed into the state machine's snapshot.
+    pub fn snapshot_slot(&self) -> Slot {
+        self.snapshot_slot
+    }
+
+    /// The runtime made a snapshot of the state machine covering every slot
+    /// up to `slot` durable: trim the log before it. Trimming follows the
+    /// applied point of a snapshot, never the chosen point alone.
+    pub fn compact(&mut self, slot: Slot) {
+        assert!(slot <= self.applied, "a snapshot covers only applied slots");
+        if slot <= self.snapshot_slot {
+            return;
+        }
+        self.snapshot_slot = slot;
+        self.accepted = self.accepted.split_off(&(slot + 1));
+        self.chosen = self.chosen.split_off(&(slot + 1));
+    }
+
+    /// The runtime installed a snapshot received from a peer, covering
+    /// every slot up to `slot`, into the state machine (and made it
+    /// durable). Applying resumes after it.
+    pub fn install_snapshot(&mut self, slot: Slot) {
+        if slot <= self.commit_index {
+            return;
+        }
+        self.commit_index = slot;
+        self.applied = slot;
+        self.snapshot_slot = slot;
+        self.accepted = self.accepted.split_off(&(slot + 1));
+        self.chosen = self.chosen.split_off(&(slot + 1));
+        if let State::Leader(leader) = &mut self.state {
+            leader.inflight = leader.inflight.split_off(&(slot + 1));
+            leader.next_slot = leader.next_slot.max(slot + 1);
+        }
+        self.advance();
+        self.fill_slots();
+        self.drain_loopback();
     }
 
     /// Slots proposed by this leader and not yet chosen (0 if not leading).
@@ -324,7 +374,9 @@ impl Replica {
         };
         match message {
             Message::Prepare { first_slot, .. } => *first_slot >= 1,
-            Message::Promise { ballot, accepted } => {
+            Message::Promise {
+                ballot, accepted, ..
+            } => {
                 ballot.node == self.config.id
                     && accepted
                         .iter()
@@ -345,7 +397,11 @@ impl Replica {
     fn handle(&mut self, from: NodeId, message: Message) {
         match message {
             Message::Prepare { ballot, first_slot } => self.on_prepare(from, ballot, first_slot),
-            Message::Promise { ballot, accepted } => self.on_promise(from, ballot, accepted),
+            Message::Promise {
+                ballot,
+                accepted,
+                snapshot_slot,
+            } => self.on_promise(from, ballot, accepted, snapshot_slot),
             Message::Accept {
                 ballot,
                 slot,
@@ -469,16 +525,25 @@ impl Replica {
             // Give the candidate time to finish before standing ourselves.
             self.reset_election_timer();
         }
+        let from_slot = first_slot.max(self.snapshot_slot + 1);
         let accepted = self
             .accepted
-            .range(first_slot..)
+            .range(from_slot..)
             .map(|(slot, (b, v))| AcceptedEntry {
                 slot: *slot,
                 ballot: *b,
                 value: v.clone(),
             })
             .collect();
-        self.send(from, Message::Promise { ballot, accepted });
+        let snapshot_slot = self.snapshot_slot;
+        self.send(
+            from,
+            Message::Promise {
+                ballot,
+                accepted,
+                snapshot_slot,
+            },
+        );
     }
 
     fn on_accept(&mut self, from: NodeId, ballot: Ballot, slot: Slot, value: Value) {
@@ -497,6 +562,13 @@ impl Replica {
         if from != self.config.id {
             self.leader = Some(from);
             self.reset_election_timer();
+        }
+        if slot <= self.snapshot_slot {
+            // Chosen and applied here already; any higher ballot proposing
+            // it carries the chosen value, so acknowledging is safe, and
+            // there is nothing left to record.
+            self.send(from, Message::Accepted { ballot, slot });
+            return;
         }
         let duplicate = self
             .accepted
@@ -603,6 +675,19 @@ impl Replica {
     }
 
     fn on_catch_up(&mut self, from: NodeId, first: Slot) {
+        if first <= self.snapshot_slot {
+            // Those decisions live only in the snapshot now; send it, but not
+            // more often than once an election timeout per peer.
+            let due = self
+                .snapshot_sent_tick
+                .get(&from)
+                .is_none_or(|t| *t + u64::from(self.config.election_ticks) <= self.now_tick);
+            if due {
+                self.snapshot_sent_tick.insert(from, self.now_tick);
+                self.outputs.push(Output::SendSnapshot { to: from });
+            }
+            return;
+        }
         let last = self
             .commit_index
             .min(first.saturating_add(self.config.catchup_slots_max - 1));
@@ -635,11 +720,26 @@ impl Replica {
         self.broadcast(Message::Prepare { ballot, first_slot });
     }
 
-    fn on_promise(&mut self, from: NodeId, ballot: Ballot, accepted: Vec<AcceptedEntry>) {
+    fn on_promise(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        accepted: Vec<AcceptedEntry>,
+        snapshot_slot: Slot,
+    ) {
         let State::Candidate(candidate) = &mut self.state else {
             return;
         };
         if candidate.ballot != ballot {
+            return;
+        }
+        if snapshot_slot >= candidate.first_slot {
+            // The promiser trimmed slots we do not know are chosen: we are too
+            // far behind to lead. Fetch its snapshot and let it stand.
+            self.backoff_attempt = self.backoff_attempt.saturating_add(1);
+            self.step_down(None);
+            let first = self.commit_index + 1;
+            self.send(from, Message::CatchUp { from: first });
             return;
         }
         candidate.promises.insert(from, accepted);
