@@ -11,6 +11,23 @@
 //! keeps the search small. A step budget ([`Limits`]) turns pathological
 //! searches into [`Verdict::Unknown`] instead of hanging.
 //!
+//! Operations with unknown outcome ([`Outcome::Info`]) are what makes such
+//! searches blow up, since each may take effect at any later time or never.
+//! The checker only places one where some completed operation needs it,
+//! pools those whose value nobody ever observes, and prefers configurations
+//! that used fewer of them; thousands of operations per key with a few
+//! percent of timeouts typically check in milliseconds.
+//!
+//! # Semantics
+//!
+//! Each key is a register that starts absent. Reads that failed, timed out
+//! or carry no value constrain nothing and are ignored, as are failed
+//! writes (they certainly did not happen). A failed Cas happened and saw a
+//! value other than the one it expected. Unknown writes and Cas ops may take
+//! effect once, at any time after their invocation, or never. Values are
+//! meant to be unique per key (it makes violations easy to explain), but
+//! the checker is correct without that.
+//!
 //! # Time semantics
 //!
 //! Every operation occupies the closed interval `[invoke, complete]`. An
@@ -20,6 +37,7 @@
 //! produce a false violation.
 #![deny(missing_docs)]
 
+mod model;
 mod search;
 mod window;
 
@@ -84,7 +102,10 @@ pub struct Operation {
 /// [`Verdict::Unknown`] rather than running forever.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Maximum number of search steps spent on any single key.
+    /// Maximum number of search steps spent on any single key. A step is
+    /// one visit of a call/return event or one candidate considered for
+    /// placing an Info operation; a million steps typically take a fraction
+    /// of a second.
     pub max_steps_per_key: u64,
 }
 
@@ -233,9 +254,14 @@ impl fmt::Display for Verdict {
     /// Multi-line explanation meant to be printed as-is to a human.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Verdict::Linearizable => write!(f, "linearizable: every key has a legal sequential order"),
+            Verdict::Linearizable => {
+                write!(f, "linearizable: every key has a legal sequential order")
+            }
             Verdict::NotLinearizable { key, window } => {
-                writeln!(f, "NOT linearizable: key {key:?} has no legal sequential order.")?;
+                writeln!(
+                    f,
+                    "NOT linearizable: key {key:?} has no legal sequential order."
+                )?;
                 let Some((first, rest)) = window.split_first() else {
                     return Ok(());
                 };

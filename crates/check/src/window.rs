@@ -59,7 +59,8 @@ fn add(chosen: &mut Vec<usize>, i: usize) {
 /// Builds the violation window for `blocker` among the key's `indices`:
 /// the blocker first, then (in invocation order) writers of the value it
 /// needed, the latest writes completed before it, and operations that
-/// overlap it in time, capped at [`MAX_WINDOW`].
+/// overlap it in time (unknown outcomes only if invoked since those
+/// writes), capped at [`MAX_WINDOW`].
 pub(crate) fn build(history: &[Operation], indices: &[usize], blocker: usize) -> Vec<Operation> {
     let Some(b) = history.get(blocker) else {
         return Vec::new();
@@ -87,23 +88,37 @@ pub(crate) fn build(history: &[Operation], indices: &[usize], blocker: usize) ->
         })
         .collect();
     preceding.sort_by_key(|&i| std::cmp::Reverse((history[i].complete, i)));
-    for &i in preceding.iter().take(MAX_PRECEDING) {
+    preceding.truncate(MAX_PRECEDING);
+    for &i in &preceding {
         add(&mut chosen, i);
     }
+    // Operations with unknown outcome never end, so they overlap everything
+    // after them; only those invoked since the writes shown above are
+    // likely to matter to a reader.
+    let context = preceding
+        .iter()
+        .map(|&i| history[i].invoke)
+        .fold(start, u64::min);
 
-    // Overlapping ops: writes first (they explain state changes), then the
-    // ones closest in time to the blocker.
+    // Overlapping ops: completed writes first (they explain state changes),
+    // then reads, then unknown outcomes; closest in time to the blocker first.
     let mut overlapping: Vec<usize> = indices
         .iter()
         .copied()
         .filter(|&i| {
             let op = &history[i];
-            relevant(op) && op.invoke <= stop && end(op) >= start
+            let recent = op.outcome != Outcome::Info || op.invoke >= context;
+            relevant(op) && recent && op.invoke <= stop && end(op) >= start
         })
         .collect();
     overlapping.sort_by_key(|&i| {
         let op = &history[i];
-        (matches!(op.op, Op::Read), op.invoke.abs_diff(start), i)
+        let rank = match (&op.op, &op.outcome) {
+            (_, Outcome::Info) => 2,
+            (Op::Read, _) => 1,
+            _ => 0,
+        };
+        (rank, op.invoke.abs_diff(start), i)
     });
     for i in overlapping {
         add(&mut chosen, i);

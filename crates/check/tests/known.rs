@@ -140,9 +140,53 @@ fn info_write_never_observed() {
 
 #[test]
 fn info_cas_may_or_may_not_apply() {
-    let info_cas = op(2, "k", Op::Cas { expected: Some(1), new: 2 }, 2, None, Outcome::Info);
-    assert_linearizable(&[write(1, 1, 0, 1), info_cas.clone(), read(1, Some(2), 10, 11)]);
+    let info_cas = op(
+        2,
+        "k",
+        Op::Cas {
+            expected: Some(1),
+            new: 2,
+        },
+        2,
+        None,
+        Outcome::Info,
+    );
+    assert_linearizable(&[
+        write(1, 1, 0, 1),
+        info_cas.clone(),
+        read(1, Some(2), 10, 11),
+    ]);
     assert_linearizable(&[write(1, 1, 0, 1), info_cas, read(1, Some(1), 10, 11)]);
+}
+
+#[test]
+fn chain_of_info_cas_ops() {
+    let info_cas =
+        |p, expected, new, inv| op(p, "k", Op::Cas { expected, new }, inv, None, Outcome::Info);
+    // Both timed-out Cas ops must have applied, in order, for the read.
+    let history = [
+        info_cas(1, None, 1, 0),
+        info_cas(2, Some(1), 2, 1),
+        read(3, Some(2), 10, 11),
+    ];
+    assert_linearizable(&history);
+    // Value 1 can't come back once 2 was observed.
+    let mut history = history.to_vec();
+    history.push(read(3, Some(1), 20, 21));
+    assert_violation(&history);
+}
+
+#[test]
+fn info_write_explains_failed_cas() {
+    // The Cas expecting absence failed: only the timed-out write (whose
+    // value nobody reads) can explain it.
+    let fail = cas(2, None, 7, 5, 6, false);
+    assert_linearizable(&[write_info(1, 5, 0), fail.clone()]);
+    assert_violation(std::slice::from_ref(&fail));
+    // A write invoked only after the Cas returned cannot explain it.
+    assert_violation(&[fail.clone(), write_info(1, 5, 7)]);
+    // Once that write landed the key can never be absent again.
+    assert_violation(&[write_info(1, 5, 0), fail, read(3, None, 8, 9)]);
 }
 
 #[test]
@@ -167,7 +211,11 @@ fn malformed_and_failed_reads_are_ignored() {
 
 #[test]
 fn failed_write_not_observed_is_fine() {
-    assert_linearizable(&[write(1, 1, 0, 1), write_fail(2, 2, 2, 3), read(1, Some(1), 4, 5)]);
+    assert_linearizable(&[
+        write(1, 1, 0, 1),
+        write_fail(2, 2, 2, 3),
+        read(1, Some(1), 4, 5),
+    ]);
 }
 
 #[test]
@@ -235,11 +283,32 @@ fn violation_is_reported_on_its_own_key() {
     let mut history = Vec::new();
     for (i, key) in ["a", "b", "c"].iter().enumerate() {
         let base = i as u64 * 100;
-        history.push(op(1, key, Op::Write(base + 1), base, Some(base + 5), Outcome::Ok(None)));
-        history.push(op(2, key, Op::Read, base + 10, Some(base + 15), Outcome::Ok(Some(Some(base + 1)))));
+        history.push(op(
+            1,
+            key,
+            Op::Write(base + 1),
+            base,
+            Some(base + 5),
+            Outcome::Ok(None),
+        ));
+        history.push(op(
+            2,
+            key,
+            Op::Read,
+            base + 10,
+            Some(base + 15),
+            Outcome::Ok(Some(Some(base + 1))),
+        ));
     }
     // Key "b" loses its write; keys "a" and "c" are fine.
-    history.push(op(3, "b", Op::Read, 150, Some(160), Outcome::Ok(Some(None))));
+    history.push(op(
+        3,
+        "b",
+        Op::Read,
+        150,
+        Some(160),
+        Outcome::Ok(Some(None)),
+    ));
     let report = check(&history, &Limits::default());
     assert_eq!((report.keys, report.ops, report.ok), (3, 7, 7));
     match report.verdict {
@@ -251,17 +320,28 @@ fn violation_is_reported_on_its_own_key() {
     }
     // Without the bad read every key passes.
     history.pop();
-    assert_eq!(check(&history, &Limits::default()).verdict, Verdict::Linearizable);
+    assert_eq!(
+        check(&history, &Limits::default()).verdict,
+        Verdict::Linearizable
+    );
 }
 
 #[test]
 fn report_counts_outcomes() {
     let report = check(
-        &[write(1, 1, 0, 1), write_fail(2, 2, 0, 1), write_info(3, 3, 0), read(1, Some(1), 2, 3)],
+        &[
+            write(1, 1, 0, 1),
+            write_fail(2, 2, 0, 1),
+            write_info(3, 3, 0),
+            read(1, Some(1), 2, 3),
+        ],
         &Limits::default(),
     );
     assert_eq!(report.verdict, Verdict::Linearizable);
-    assert_eq!((report.keys, report.ops, report.ok, report.fail, report.info), (1, 4, 2, 1, 1));
+    assert_eq!(
+        (report.keys, report.ops, report.ok, report.fail, report.info),
+        (1, 4, 2, 1, 1)
+    );
 }
 
 #[test]
@@ -279,7 +359,12 @@ fn budget_exhaustion_on_concurrent_writes_gives_unknown() {
         max_steps_per_key: 1000,
     };
     let report = check(&history, &limits);
-    assert_eq!(report.verdict, Verdict::Unknown { key: "k".to_owned() });
+    assert_eq!(
+        report.verdict,
+        Verdict::Unknown {
+            key: "k".to_owned()
+        }
+    );
     assert!(report.steps <= 1000);
 }
 
@@ -298,7 +383,12 @@ fn budget_exhaustion_on_info_writes_gives_unknown() {
         max_steps_per_key: 1000,
     };
     let report = check(&history, &limits);
-    assert_eq!(report.verdict, Verdict::Unknown { key: "k".to_owned() });
+    assert_eq!(
+        report.verdict,
+        Verdict::Unknown {
+            key: "k".to_owned()
+        }
+    );
 }
 
 #[test]
@@ -312,7 +402,12 @@ fn violation_beats_unknown_on_other_keys() {
     // Key "z" is checked after "k" and has a plain lost write.
     history.push(op(1, "z", Op::Write(1), 0, Some(1), Outcome::Ok(None)));
     history.push(op(1, "z", Op::Read, 2, Some(3), Outcome::Ok(Some(None))));
-    let report = check(&history, &Limits { max_steps_per_key: 1000 });
+    let report = check(
+        &history,
+        &Limits {
+            max_steps_per_key: 1000,
+        },
+    );
     assert!(matches!(report.verdict, Verdict::NotLinearizable { ref key, .. } if key == "z"));
 }
 
@@ -322,10 +417,24 @@ fn display_explains_violation() {
     let text = v.to_string();
     assert!(text.contains("NOT linearizable"), "{text}");
     assert!(text.contains("\"k\""), "{text}");
-    assert!(text.contains("process 2: read => absent  [20 .. 30]"), "{text}");
-    assert!(text.contains("process 1: write 1 => ok  [0 .. 10]"), "{text}");
-    assert!(Verdict::Linearizable.to_string().starts_with("linearizable"));
-    assert!(Verdict::Unknown { key: "x".into() }.to_string().contains("budget"));
+    assert!(
+        text.contains("process 2: read => absent  [20 .. 30]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("process 1: write 1 => ok  [0 .. 10]"),
+        "{text}"
+    );
+    assert!(
+        Verdict::Linearizable
+            .to_string()
+            .starts_with("linearizable")
+    );
+    assert!(
+        Verdict::Unknown { key: "x".into() }
+            .to_string()
+            .contains("budget")
+    );
 }
 
 #[test]

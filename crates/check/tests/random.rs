@@ -136,12 +136,11 @@ fn simulate(seed: u64, cfg: &Config) -> Vec<Operation> {
                     in_flight[p] = Some((idx, Some(outcome)));
                 }
             }
+            // Applied; the response may still be lost (stays Info).
+            Some((_, Some(_))) if rng.chance(cfg.info) => {}
             Some((idx, Some(outcome))) => {
-                // Applied; the response may still be lost (stays Info).
-                if !rng.chance(cfg.info) {
-                    history[idx].complete = Some(t);
-                    history[idx].outcome = outcome;
-                }
+                history[idx].complete = Some(t);
+                history[idx].outcome = outcome;
             }
         }
     }
@@ -166,14 +165,22 @@ fn simulated_histories_are_linearizable() {
     for seed in 0..200 {
         let history = simulate(seed, &SMALL);
         let report = check(&history, &Limits::default());
-        assert_eq!(report.verdict, Verdict::Linearizable, "seed {seed}: {}", report.verdict);
+        assert_eq!(
+            report.verdict,
+            Verdict::Linearizable,
+            "seed {seed}: {}",
+            report.verdict
+        );
         assert_eq!(report.ops, history.len());
         info += report.info;
         fail += report.fail;
         ok += report.ok;
     }
     // The generator really exercises every outcome.
-    assert!(info > 100 && fail > 100 && ok > 1000, "info {info} fail {fail} ok {ok}");
+    assert!(
+        info > 100 && fail > 100 && ok > 1000,
+        "info {info} fail {fail} ok {ok}"
+    );
 }
 
 #[test]
@@ -181,7 +188,9 @@ fn never_written_value_is_caught() {
     for seed in 0..200 {
         let mut history = simulate(seed, &SMALL);
         let mut rng = Rng::new(seed ^ 0xdead_beef);
-        let reads: Vec<usize> = (0..history.len()).filter(|&i| is_ok_read(&history[i])).collect();
+        let reads: Vec<usize> = (0..history.len())
+            .filter(|&i| is_ok_read(&history[i]))
+            .collect();
         assert!(!reads.is_empty(), "seed {seed} has no reads");
         let victim = reads[rng.below(reads.len() as u64) as usize];
         history[victim].outcome = Outcome::Ok(Some(Some(1_000_000_000 + seed)));
@@ -202,12 +211,20 @@ fn never_written_value_is_caught() {
 fn stale_candidate(history: &[Operation]) -> Option<(usize, Value)> {
     let completed_write = |o: &Operation| matches!(o.outcome, Outcome::Ok(_)) && o.op != Op::Read;
     for (r, read) in history.iter().enumerate().filter(|(_, o)| is_ok_read(o)) {
-        for w2 in history.iter().filter(|o| o.key == read.key && completed_write(o)) {
-            let (Op::Write(_), Some(c2)) = (&w2.op, w2.complete) else { continue };
+        for w2 in history
+            .iter()
+            .filter(|o| o.key == read.key && completed_write(o))
+        {
+            let (Op::Write(_), Some(c2)) = (&w2.op, w2.complete) else {
+                continue;
+            };
             if c2 >= read.invoke {
                 continue;
             }
-            for w in history.iter().filter(|o| o.key == read.key && completed_write(o)) {
+            for w in history
+                .iter()
+                .filter(|o| o.key == read.key && completed_write(o))
+            {
                 let value = match w.op {
                     Op::Write(v) | Op::Cas { new: v, .. } => v,
                     Op::Read => continue,
@@ -228,7 +245,9 @@ fn stale_read_is_caught_by_search() {
     let mut corrupted = 0;
     for seed in 0..200 {
         let mut history = simulate(seed, &SMALL);
-        let Some((victim, value)) = stale_candidate(&history) else { continue };
+        let Some((victim, value)) = stale_candidate(&history) else {
+            continue;
+        };
         history[victim].outcome = Outcome::Ok(Some(Some(value)));
         let report = check(&history, &Limits::default());
         match report.verdict {
@@ -237,7 +256,10 @@ fn stale_read_is_caught_by_search() {
         }
         corrupted += 1;
     }
-    assert!(corrupted > 100, "only {corrupted} seeds had a stale candidate");
+    assert!(
+        corrupted > 100,
+        "only {corrupted} seeds had a stale candidate"
+    );
 }
 
 const LARGE: Config = Config {
@@ -255,7 +277,10 @@ fn large_history_checks_quickly() {
         let start = Instant::now();
         let report = check(&history, &Limits::default());
         let elapsed = start.elapsed();
-        eprintln!("seed {seed}: {} ops, {} info, {} steps, {elapsed:?}", report.ops, report.info, report.steps);
+        eprintln!(
+            "seed {seed}: {} ops, {} info, {} steps, {elapsed:?}",
+            report.ops, report.info, report.steps
+        );
         assert_eq!(report.verdict, Verdict::Linearizable, "{}", report.verdict);
         assert_eq!(report.keys, 5);
     }
@@ -266,7 +291,9 @@ fn large_history_with_stale_read_is_caught() {
     let mut history = simulate(77, &LARGE);
     // Corrupt a read late in the history so most of it must be searched.
     let late = history.len() * 9 / 10;
-    let (victim, value) = stale_candidate(&history[late..]).map(|(r, v)| (r + late, v)).expect("candidate");
+    let (victim, value) = stale_candidate(&history[late..])
+        .map(|(r, v)| (r + late, v))
+        .expect("candidate");
     history[victim].outcome = Outcome::Ok(Some(Some(value)));
     let start = Instant::now();
     let report = check(&history, &Limits::default());

@@ -14,6 +14,7 @@
 //! and [`Replica::read`]; then carry out [`Replica::take_outputs`] in order,
 //! honouring every [`Output::Persist`] as a barrier.
 
+pub mod codec;
 mod config;
 mod durable;
 mod message;
