@@ -36,6 +36,9 @@ pub struct RunReport {
     pub history: Vec<Operation>,
     /// The message-by-message trace, when asked for.
     pub trace: Option<Vec<String>>,
+    /// Time the linearizability check took (the rest of a run's time is
+    /// simulation).
+    pub check_time: std::time::Duration,
 }
 
 impl RunReport {
@@ -53,6 +56,7 @@ impl RunReport {
         heal_time: u64,
         first_ok_after_heal: Option<u64>,
         trace: Option<Vec<String>>,
+        check_time: std::time::Duration,
     ) -> Self {
         let mut undecided = false;
         match &check.verdict {
@@ -80,6 +84,7 @@ impl RunReport {
             recovery_us: first_ok_after_heal.map(|t| t.saturating_sub(heal_time)),
             history,
             trace,
+            check_time,
         }
     }
 

@@ -587,7 +587,7 @@ impl World {
             attempts: 0,
             uncertain: false,
         });
-        let line = format!("client {id} invokes {request:?}");
+        let line = format!("client {id} invokes {}", describe_request(&request));
         self.trace(|| line);
         self.client_send(ci);
     }
@@ -783,7 +783,14 @@ impl World {
             self.first_ok_after_heal.get_or_insert(self.now);
         }
         let id = self.clients[ci].id;
-        let line = format!("client {id} completes {:?} {:?}", op.op, op.outcome);
+        let outcome = match &op.outcome {
+            Outcome::Ok(Some(Some(v))) => format!("ok, read {v}"),
+            Outcome::Ok(Some(None)) => "ok, read absent".to_string(),
+            Outcome::Ok(None) => "ok".to_string(),
+            Outcome::Fail => "fail".to_string(),
+            Outcome::Info => "unknown (gave up)".to_string(),
+        };
+        let line = format!("client {id} completes {} on {}: {outcome}", op.op, op.key);
         self.trace(|| line);
         let think = self.rng.random_range(0..CLIENT_THINK_US_MAX);
         self.schedule(think, Event::ClientNext(id));
@@ -984,7 +991,10 @@ impl World {
         if !final_reads_done {
             self.violate("the final reads did not finish after the faults healed".into());
         }
+        // Timed only to report simulation speed apart from checking speed.
+        let started = std::time::Instant::now();
         let verdict = check::check(&self.history, &check::Limits::default());
+        let check_time = started.elapsed();
         let commits = self.oracle.chosen_count() as u64;
         RunReport::new(
             &self.config,
@@ -999,7 +1009,23 @@ impl World {
             self.heal_time,
             self.first_ok_after_heal,
             self.trace,
+            check_time,
         )
+    }
+}
+
+fn describe_request(request: &Request) -> String {
+    let show = |v: Option<u64>| v.map_or("absent".to_string(), |v| v.to_string());
+    match request {
+        Request::Read { key } => format!("read k{key}"),
+        Request::Write {
+            seq,
+            op: KvOp::Put { key, value },
+        } => format!("#{seq} put k{key} = {value}"),
+        Request::Write {
+            seq,
+            op: KvOp::Cas { key, expected, new },
+        } => format!("#{seq} cas k{key} {} -> {new}", show(*expected)),
     }
 }
 

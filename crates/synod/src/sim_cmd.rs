@@ -106,6 +106,7 @@ struct Totals {
     crashes: u64,
     sim_us: u64,
     cpu: Duration,
+    check: Duration,
     recovery_us: Vec<u64>,
 }
 
@@ -237,7 +238,8 @@ fn add(t: &mut Totals, seed: u64, report: &RunReport, cpu: Duration) {
     t.leader_changes += report.leader_changes;
     t.crashes += report.crashes;
     t.sim_us += report.sim_time_us;
-    t.cpu += cpu;
+    t.cpu += cpu.saturating_sub(report.check_time);
+    t.check += report.check_time;
     if let Some(r) = report.recovery_us {
         t.recovery_us.push(r);
     }
@@ -297,6 +299,11 @@ fn print_summary(t: &Totals, config: &SimConfig) {
         t.commits,
         t.commits as f64 / sim_secs.max(1e-9),
         t.commits as f64 / cpu_secs
+    );
+    println!(
+        "CPU time: {:.1} s simulating, {:.1} s checking linearizability",
+        t.cpu.as_secs_f64(),
+        t.check.as_secs_f64()
     );
     if !t.failed.is_empty() {
         let shown: Vec<String> = t.failed.iter().take(20).map(|s| s.to_string()).collect();
