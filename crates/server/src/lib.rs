@@ -1,0 +1,1 @@
+//! Coming with its issue.
