@@ -96,6 +96,8 @@ pub struct SimConfig {
     pub clients: usize,
     /// Keys the clients work on (few, so that operations collide).
     pub keys: usize,
+    /// A client waits up to this long between operations, in microseconds.
+    pub think_us_max: u64,
     /// Virtual time with faults on, in microseconds.
     pub fault_us: u64,
     /// Virtual time after healing, in which the cluster must make progress.
@@ -114,6 +116,7 @@ impl Default for SimConfig {
             nodes: 3,
             clients: 5,
             keys: 3,
+            think_us_max: 20_000,
             fault_us: 4_000_000,
             heal_us: 2_000_000,
             nemesis: Nemesis::all(),

@@ -26,7 +26,6 @@ pub const TICK_US: u64 = 10_000;
 const CLIENT_TIMEOUT_US: u64 = 400_000;
 const CLIENT_ATTEMPTS_MAX: u32 = 16;
 const CLIENT_RETRY_US: u64 = 30_000;
-const CLIENT_THINK_US_MAX: u64 = 20_000;
 const DRAIN_US_MAX: u64 = 5_000_000;
 const EVENTS_MAX: u64 = 20_000_000;
 /// A node snapshots its state machine (and trims its log) this often.
@@ -256,7 +255,7 @@ impl World {
         }
         for i in 0..self.clients.len() {
             let id = self.clients[i].id;
-            let delay = self.rng.random_range(0..CLIENT_THINK_US_MAX);
+            let delay = self.rng.random_range(0..=self.config.think_us_max);
             self.schedule(delay, Event::ClientNext(id));
         }
         if self.config.nemesis.any() {
@@ -792,7 +791,7 @@ impl World {
         };
         let line = format!("client {id} completes {} on {}: {outcome}", op.op, op.key);
         self.trace(|| line);
-        let think = self.rng.random_range(0..CLIENT_THINK_US_MAX);
+        let think = self.rng.random_range(0..=self.config.think_us_max);
         self.schedule(think, Event::ClientNext(id));
     }
 

@@ -33,6 +33,10 @@ pub struct SimArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 5)]
     clients: usize,
+    /// Milliseconds a client waits, at most, between operations (0: a
+    /// closed loop as tight as the cluster allows).
+    #[arg(long, default_value_t = 20.0)]
+    think_ms: f64,
     /// Virtual seconds with faults on, before everything heals.
     #[arg(long, default_value_t = 4.0)]
     fault_secs: f64,
@@ -119,10 +123,14 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     if !(args.fault_secs >= 0.0 && args.fault_secs <= 3600.0) {
         bail!("--fault-secs must be between 0 and 3600");
     }
+    if !(args.think_ms >= 0.0 && args.think_ms <= 60_000.0) {
+        bail!("--think-ms must be between 0 and 60000");
+    }
     let config = SimConfig {
         nodes: args.nodes as usize,
         clients: args.clients.clamp(1, 64),
         fault_us: (args.fault_secs * 1e6) as u64,
+        think_us_max: (args.think_ms * 1e3) as u64,
         nemesis: nemesis.clone(),
         bug: args.bug.map(Bug::from),
         trace: args.trace,
@@ -141,8 +149,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             })
             .unwrap_or_default();
         format!(
-            "synod sim --seed {seed} --nemesis {nemesis} --nodes {} --fault-secs {}{bug} --trace",
-            args.nodes, args.fault_secs
+            "synod sim --seed {seed} --nemesis {nemesis} --nodes {} --clients {} --think-ms {} --fault-secs {}{bug} --trace",
+            args.nodes, args.clients, args.think_ms, args.fault_secs
         )
     };
 

@@ -22,7 +22,8 @@ pub struct Config {
     pub batch_commands_max: usize,
     /// Slots in flight (proposed, not yet chosen) at most.
     pub inflight_slots_max: usize,
-    /// Commands waiting for a slot at most; beyond it proposals are refused.
+    /// Commands waiting for a slot, and reads waiting for their round, at
+    /// most; beyond it proposals and reads are refused as busy.
     pub queue_commands_max: usize,
     /// Decisions sent per catch-up request at most.
     pub catchup_slots_max: u64,

@@ -80,10 +80,10 @@ pub enum ProposeError {
         /// Who may lead, if known.
         leader: Option<NodeId>,
     },
-    /// The leader's queue is full; try again later.
+    /// The leader's queue (of commands or of reads) is full; try again later.
     Busy {
-        /// The command, handed back.
-        command: Command,
+        /// The command, handed back (`None` for reads).
+        command: Option<Command>,
     },
 }
 

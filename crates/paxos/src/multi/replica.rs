@@ -93,6 +93,8 @@ pub struct Replica {
     max_seen: Ballot,
     leader: Option<NodeId>,
     leader_commit: Slot,
+    /// The tick of our last catch-up request: at most one per tick.
+    catchup_tick: Option<u64>,
     election_elapsed: u32,
     /// 0 means "draw a fresh randomized timeout at the next tick".
     election_timeout: u32,
@@ -140,6 +142,7 @@ impl Replica {
             max_seen: promised,
             leader: None,
             leader_commit: 0,
+            catchup_tick: None,
             election_elapsed: 0,
             election_timeout: 0,
             backoff_attempt: 0,
@@ -308,7 +311,9 @@ impl Replica {
             });
         };
         if leader.queue.len() >= self.config.queue_commands_max {
-            return Err(ProposeError::Busy { command });
+            return Err(ProposeError::Busy {
+                command: Some(command),
+            });
         }
         leader.queue.push_back(command);
         self.fill_slots();
@@ -326,6 +331,9 @@ impl Replica {
                 leader: self.leader,
             });
         };
+        if leader.reads.len() >= self.config.queue_commands_max {
+            return Err(ProposeError::Busy { command: None });
+        }
         let read_index = self.commit_index.max(leader.recovered_upto);
         let round = leader.started_round + 1;
         leader.reads.push(PendingRead {
@@ -607,7 +615,8 @@ impl Replica {
         self.backoff_attempt = 0;
         self.reset_election_timer();
         self.send(from, Message::HeartbeatAck { ballot, round });
-        if commit_index > self.commit_index {
+        if commit_index > self.commit_index && self.catchup_tick != Some(self.now_tick) {
+            self.catchup_tick = Some(self.now_tick);
             self.send(
                 from,
                 Message::CatchUp {
