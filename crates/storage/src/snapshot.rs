@@ -1,0 +1,563 @@
+//! Snapshots: a state machine image at a log index, stored so that a crash never leaves a
+//! half-written one in place and damage is found and located before the image is used.
+//!
+//! ```text
+//! file   = header block*
+//! header = "SYNODSNP" version:u32 block_bytes:u32 index:u64 data_len:u64 data_crc:u32
+//!          header_crc:u32                                          (40 bytes, little endian)
+//! block  = crc:u32 data                   (data: block_bytes, the last block may be shorter)
+//! crc    = crc32c(index ‖ data offset ‖ data)      data_crc = crc32c(all data)
+//! ```
+//!
+//! Per-block checksums let a refusal name the offset of the damaged block, and let a
+//! [`crate::SnapshotReceiver`] find after a crash how much of a partial transfer is intact
+//! and resume from there. A snapshot is written under a temporary name, synced, renamed into
+//! place and the directory synced; only then are older snapshots removed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result, is_no_space};
+use crate::frame::{read_u32, read_u64};
+use crate::fs::{Fs, FsFile};
+
+/// Bytes of the snapshot file header.
+pub const SNAPSHOT_HEADER_BYTES: u64 = 40;
+
+/// Largest block size a snapshot file may declare; bounds the read buffer of verification.
+pub const SNAPSHOT_BLOCK_BYTES_LIMIT: u32 = 16 << 20;
+
+const SNAPSHOT_MAGIC: [u8; 8] = *b"SYNODSNP";
+const SNAPSHOT_VERSION: u32 = 1;
+const BLOCK_CRC_BYTES: u64 = 4;
+const SNAPSHOT_PREFIX: &str = "snapshot-";
+const SNAPSHOT_SUFFIX: &str = ".snap";
+const TEMP_SUFFIX: &str = ".snap.tmp";
+const INDEX_DIGITS: usize = 20;
+
+/// Sizes for snapshots; every buffer is bounded by one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    /// Data bytes per checksummed block: the granularity of damage reports and of resuming
+    /// a transfer.
+    pub block_bytes: u32,
+    /// Largest snapshot accepted, saved or loaded (it is held in memory whole).
+    pub snapshot_bytes_max: u64,
+    /// Largest chunk a receiver accepts from a sender.
+    pub chunk_bytes_max: usize,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        Self {
+            block_bytes: 64 << 10,
+            snapshot_bytes_max: 1 << 30,
+            chunk_bytes_max: 4 << 20,
+        }
+    }
+}
+
+impl SnapshotOptions {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.block_bytes == 0 || self.block_bytes > SNAPSHOT_BLOCK_BYTES_LIMIT {
+            return Err(Error::InvalidOptions {
+                reason: "block_bytes must be in 1..=SNAPSHOT_BLOCK_BYTES_LIMIT",
+            });
+        }
+        if self.chunk_bytes_max == 0 {
+            return Err(Error::InvalidOptions {
+                reason: "chunk_bytes_max must be positive",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A loaded snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The log index the image reflects; the caller gives it meaning.
+    pub index: u64,
+    /// The image.
+    pub data: Vec<u8>,
+}
+
+/// The decoded header of a snapshot file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) index: u64,
+    pub(crate) block_bytes: u32,
+    pub(crate) data_len: u64,
+    pub(crate) data_crc: u32,
+}
+
+impl Header {
+    pub(crate) fn encode(&self) -> [u8; SNAPSHOT_HEADER_BYTES as usize] {
+        let mut bytes = [0u8; SNAPSHOT_HEADER_BYTES as usize];
+        bytes[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
+        bytes[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.block_bytes.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.index.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.data_len.to_le_bytes());
+        bytes[32..36].copy_from_slice(&self.data_crc.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[0..36]);
+        bytes[36..40].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// Decode and check a header; on failure the offset of the bad field and why.
+    pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Header, (u64, String)> {
+        if bytes.len() < SNAPSHOT_HEADER_BYTES as usize {
+            return Err((
+                bytes.len() as u64,
+                format!(
+                    "file of {} bytes is shorter than the {SNAPSHOT_HEADER_BYTES}-byte header",
+                    bytes.len()
+                ),
+            ));
+        }
+        if bytes[0..8] != SNAPSHOT_MAGIC {
+            return Err((0, "bad magic, not a synod snapshot".to_owned()));
+        }
+        if crc32c::crc32c(&bytes[0..36]) != read_u32(bytes, 36) {
+            return Err((
+                0,
+                format!("header (bytes 0..{SNAPSHOT_HEADER_BYTES}) checksum mismatch"),
+            ));
+        }
+        let version = read_u32(bytes, 8);
+        if version != SNAPSHOT_VERSION {
+            return Err((8, format!("unsupported snapshot version {version}")));
+        }
+        let block_bytes = read_u32(bytes, 12);
+        if block_bytes == 0 || block_bytes > SNAPSHOT_BLOCK_BYTES_LIMIT {
+            return Err((12, format!("block size {block_bytes} out of range")));
+        }
+        Ok(Header {
+            index: read_u64(bytes, 16),
+            block_bytes,
+            data_len: read_u64(bytes, 24),
+            data_crc: read_u32(bytes, 32),
+        })
+    }
+
+    pub(crate) fn block_count(&self) -> u64 {
+        self.data_len.div_ceil(u64::from(self.block_bytes))
+    }
+
+    /// Size of a complete file with this header.
+    pub(crate) fn file_bytes(&self) -> u64 {
+        SNAPSHOT_HEADER_BYTES + self.data_len + BLOCK_CRC_BYTES * self.block_count()
+    }
+
+    /// File offset of block `block` (its checksum field).
+    pub(crate) fn block_pos(&self, block: u64) -> u64 {
+        SNAPSHOT_HEADER_BYTES + block * (BLOCK_CRC_BYTES + u64::from(self.block_bytes))
+    }
+
+    /// Data bytes in block `block`.
+    pub(crate) fn block_data_bytes(&self, block: u64) -> u64 {
+        let start = block * u64::from(self.block_bytes);
+        (self.data_len - start).min(u64::from(self.block_bytes))
+    }
+}
+
+/// Initial checksum state of the block that starts at `data_offset`.
+pub(crate) fn block_crc_seed(index: u64, data_offset: u64) -> u32 {
+    let crc = crc32c::crc32c(&index.to_le_bytes());
+    crc32c::crc32c_append(crc, &data_offset.to_le_bytes())
+}
+
+/// Writes snapshot data into the block layout, in pieces of any size, keeping the running
+/// checksums. Copyable so a caller can commit its progress only once the writes succeeded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockWriter {
+    pub(crate) header: Header,
+    /// Data bytes written so far.
+    pub(crate) written_bytes: u64,
+    /// Checksum of the data written so far.
+    pub(crate) data_crc: u32,
+    /// Running checksum of the current, unfinished block.
+    block_crc: u32,
+}
+
+impl BlockWriter {
+    pub(crate) fn new(header: Header) -> Self {
+        Self {
+            header,
+            written_bytes: 0,
+            data_crc: 0,
+            block_crc: block_crc_seed(header.index, 0),
+        }
+    }
+
+    /// A writer that resumes after `written_bytes`, a block boundary, with `data_crc` the
+    /// checksum of those bytes.
+    pub(crate) fn resumed(header: Header, written_bytes: u64, data_crc: u32) -> Self {
+        debug_assert!(
+            written_bytes.is_multiple_of(u64::from(header.block_bytes))
+                || written_bytes == header.data_len
+        );
+        Self {
+            header,
+            written_bytes,
+            data_crc,
+            block_crc: block_crc_seed(header.index, written_bytes),
+        }
+    }
+
+    /// Write the next `data` bytes of the snapshot.
+    pub(crate) fn write<File: FsFile>(
+        &mut self,
+        file: &mut File,
+        mut data: &[u8],
+    ) -> io::Result<()> {
+        let block_bytes = u64::from(self.header.block_bytes);
+        debug_assert!(self.written_bytes + data.len() as u64 <= self.header.data_len);
+        while !data.is_empty() {
+            let block = self.written_bytes / block_bytes;
+            let in_block = self.written_bytes % block_bytes;
+            let room_bytes = self.header.block_data_bytes(block) - in_block;
+            let piece_bytes = room_bytes.min(data.len() as u64) as usize;
+            let (piece, rest) = data.split_at(piece_bytes);
+            let pos = self.header.block_pos(block) + BLOCK_CRC_BYTES + in_block;
+            file.write_all_at(piece, pos)?;
+            self.block_crc = crc32c::crc32c_append(self.block_crc, piece);
+            self.data_crc = crc32c::crc32c_append(self.data_crc, piece);
+            self.written_bytes += piece_bytes as u64;
+            if piece_bytes as u64 == room_bytes {
+                // Block complete: its checksum goes in front of it.
+                file.write_all_at(&self.block_crc.to_le_bytes(), self.header.block_pos(block))?;
+                self.block_crc = block_crc_seed(self.header.index, self.written_bytes);
+            }
+            data = rest;
+        }
+        debug_assert!(self.written_bytes <= self.header.data_len);
+        Ok(())
+    }
+}
+
+/// What [`verify_blocks`] found.
+#[derive(Debug)]
+pub(crate) struct BlockCheck {
+    /// Data bytes intact from the start: a block boundary, or `data_len`.
+    pub(crate) intact_bytes: u64,
+    /// Checksum of those bytes.
+    pub(crate) data_crc: u32,
+    /// The first damage: file offset and why.
+    pub(crate) damage: Option<(u64, String)>,
+}
+
+/// Verify the blocks of a snapshot file from the start, appending intact data to `sink`.
+pub(crate) fn verify_blocks<File: FsFile>(
+    file: &File,
+    header: &Header,
+    mut sink: Option<&mut Vec<u8>>,
+) -> io::Result<BlockCheck> {
+    let file_bytes = file.len_bytes()?;
+    let mut buf = vec![0u8; (BLOCK_CRC_BYTES + u64::from(header.block_bytes)) as usize];
+    let mut data_crc = 0;
+    let mut intact_bytes = 0;
+    for block in 0..header.block_count() {
+        let pos = header.block_pos(block);
+        let data_bytes = header.block_data_bytes(block);
+        let frame_bytes = BLOCK_CRC_BYTES + data_bytes;
+        if pos + frame_bytes > file_bytes {
+            return Ok(BlockCheck {
+                intact_bytes,
+                data_crc,
+                damage: Some((file_bytes, format!("file ends inside block {block}"))),
+            });
+        }
+        let frame = &mut buf[..frame_bytes as usize];
+        file.read_exact_at(frame, pos)?;
+        let (crc, data) = frame.split_at(BLOCK_CRC_BYTES as usize);
+        let expected = crc32c::crc32c_append(block_crc_seed(header.index, intact_bytes), data);
+        if read_u32(crc, 0) != expected {
+            let reason = format!(
+                "block {block} (data bytes {intact_bytes}..{}) checksum mismatch",
+                intact_bytes + data_bytes
+            );
+            return Ok(BlockCheck {
+                intact_bytes,
+                data_crc,
+                damage: Some((pos, reason)),
+            });
+        }
+        data_crc = crc32c::crc32c_append(data_crc, data);
+        if let Some(sink) = sink.as_deref_mut() {
+            sink.extend_from_slice(data);
+        }
+        intact_bytes += data_bytes;
+    }
+    debug_assert_eq!(intact_bytes, header.data_len);
+    Ok(BlockCheck {
+        intact_bytes,
+        data_crc,
+        damage: None,
+    })
+}
+
+pub(crate) fn snapshot_name(index: u64) -> String {
+    format!("{SNAPSHOT_PREFIX}{index:0INDEX_DIGITS$}{SNAPSHOT_SUFFIX}")
+}
+
+fn parse_snapshot_name(name: &str) -> Option<u64> {
+    let digits = name
+        .strip_prefix(SNAPSHOT_PREFIX)?
+        .strip_suffix(SNAPSHOT_SUFFIX)?;
+    if digits.len() != INDEX_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+pub(crate) fn io_error(op: &'static str, file: &Path) -> impl FnOnce(io::Error) -> Error {
+    let file = file.to_path_buf();
+    move |source| Error::Io { op, file, source }
+}
+
+pub(crate) fn corrupt(file: &Path, offset: u64, reason: String) -> Error {
+    Error::Corrupt {
+        what: "snapshot",
+        file: file.to_path_buf(),
+        offset,
+        reason,
+    }
+}
+
+/// Indexes of the complete snapshots in `dir`, ascending.
+pub(crate) fn list_snapshots<F: Fs>(fs: &F, dir: &Path) -> Result<Vec<u64>> {
+    let mut indexes: Vec<u64> = fs
+        .list(dir)
+        .map_err(io_error("list", dir))?
+        .iter()
+        .filter_map(|name| parse_snapshot_name(name))
+        .collect();
+    indexes.sort_unstable();
+    Ok(indexes)
+}
+
+/// Make a fully written temp snapshot durable, rename it into place, make that durable, then
+/// remove older snapshots. Any failed sync is returned as [`Error::SyncFailed`]; the caller
+/// poisons itself.
+pub(crate) fn install<F: Fs>(
+    fs: &F,
+    dir: &Path,
+    file: &mut F::File,
+    temp: &Path,
+    index: u64,
+) -> Result<()> {
+    file.sync_all().map_err(|source| Error::SyncFailed {
+        file: temp.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join(snapshot_name(index));
+    fs.rename(temp, &path).map_err(io_error("rename", temp))?;
+    let sync_dir = |fs: &F| {
+        fs.sync_dir(dir).map_err(|source| Error::SyncFailed {
+            file: dir.to_path_buf(),
+            source,
+        })
+    };
+    sync_dir(fs)?;
+    let older: Vec<u64> = list_snapshots(fs, dir)?
+        .into_iter()
+        .filter(|i| *i < index)
+        .collect();
+    for old in &older {
+        let old_path = dir.join(snapshot_name(*old));
+        fs.remove(&old_path)
+            .map_err(io_error("remove", &old_path))?;
+    }
+    if !older.is_empty() {
+        sync_dir(fs)?;
+    }
+    Ok(())
+}
+
+/// The snapshots of one node, in one directory.
+#[derive(Debug)]
+pub struct SnapshotStore<F: Fs> {
+    fs: F,
+    dir: PathBuf,
+    options: SnapshotOptions,
+    poisoned: bool,
+}
+
+impl<F: Fs> SnapshotStore<F> {
+    /// Open the store in `dir` (created if missing), removing temp files of saves that a
+    /// crash interrupted.
+    pub fn open(fs: F, dir: impl Into<PathBuf>, options: SnapshotOptions) -> Result<Self> {
+        options.validate()?;
+        let dir = dir.into();
+        crate::fs::ensure_dir(&fs, &dir)?;
+        let mut removed = false;
+        for name in fs.list(&dir).map_err(io_error("list", &dir))? {
+            if name.ends_with(TEMP_SUFFIX) {
+                let path = dir.join(&name);
+                fs.remove(&path).map_err(io_error("remove", &path))?;
+                removed = true;
+            }
+        }
+        if removed {
+            fs.sync_dir(&dir).map_err(|source| Error::SyncFailed {
+                file: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(Self {
+            fs,
+            dir,
+            options,
+            poisoned: false,
+        })
+    }
+
+    /// Durably store `data` as the snapshot at `index`, then remove older snapshots. When this
+    /// returns `Ok`, the log before `index` may be truncated. On a full disk the previous
+    /// snapshot is untouched and [`Error::NoSpace`] is returned; a failed sync poisons.
+    pub fn save(&mut self, index: u64, data: &[u8]) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if data.len() as u64 > self.options.snapshot_bytes_max {
+            return Err(Error::SnapshotTooLarge {
+                file: self.dir.join(snapshot_name(index)),
+                data_bytes: data.len() as u64,
+                limit_bytes: self.options.snapshot_bytes_max,
+            });
+        }
+        let temp = self.dir.join(format!(
+            "{SNAPSHOT_PREFIX}{index:0INDEX_DIGITS$}{TEMP_SUFFIX}"
+        ));
+        match self.fs.remove(&temp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(io_error("remove", &temp)(source)),
+        }
+        let mut file = self
+            .fs
+            .create_new(&temp)
+            .map_err(io_error("create", &temp))?;
+        let header = Header {
+            index,
+            block_bytes: self.options.block_bytes,
+            data_len: data.len() as u64,
+            data_crc: crc32c::crc32c(data),
+        };
+        let mut writer = BlockWriter::new(header);
+        let written = file
+            .write_all_at(&header.encode(), 0)
+            .and_then(|()| writer.write(&mut file, data));
+        if let Err(source) = written {
+            let _ = self.fs.remove(&temp);
+            if is_no_space(&source) {
+                return Err(Error::NoSpace { file: temp, source });
+            }
+            return Err(io_error("write", &temp)(source));
+        }
+        debug_assert_eq!(writer.data_crc, header.data_crc);
+        debug_assert_eq!(writer.written_bytes, header.data_len);
+        install(&self.fs, &self.dir, &mut file, &temp, index).inspect_err(|e| {
+            if matches!(e, Error::SyncFailed { .. }) {
+                self.poisoned = true;
+            }
+        })
+    }
+
+    /// Load the newest snapshot, verifying every checksum. A damaged snapshot is refused with
+    /// [`Error::Corrupt`] naming the file and offset; there is no silent fallback to an older
+    /// one, since the log it would need may already be gone.
+    pub fn load_latest(&self) -> Result<Option<Snapshot>> {
+        let Some(index) = list_snapshots(&self.fs, &self.dir)?.pop() else {
+            return Ok(None);
+        };
+        let path = self.dir.join(snapshot_name(index));
+        let file = self.fs.open(&path).map_err(io_error("open", &path))?;
+        let file_bytes = file.len_bytes().map_err(io_error("stat", &path))?;
+        let mut header_bytes = [0u8; SNAPSHOT_HEADER_BYTES as usize];
+        let header_read = (file_bytes as usize).min(header_bytes.len());
+        file.read_exact_at(&mut header_bytes[..header_read], 0)
+            .map_err(io_error("read", &path))?;
+        let header = Header::decode(&header_bytes[..header_read])
+            .map_err(|(offset, reason)| corrupt(&path, offset, reason))?;
+        if header.index != index {
+            return Err(corrupt(
+                &path,
+                16,
+                format!("header says index {}, file name says {index}", header.index),
+            ));
+        }
+        if header.data_len > self.options.snapshot_bytes_max {
+            // The header checksum passed, so the size is real: a configuration problem.
+            return Err(Error::SnapshotTooLarge {
+                file: path,
+                data_bytes: header.data_len,
+                limit_bytes: self.options.snapshot_bytes_max,
+            });
+        }
+        if file_bytes != header.file_bytes() {
+            return Err(corrupt(
+                &path,
+                file_bytes.min(header.file_bytes()),
+                format!(
+                    "file is {file_bytes} bytes, its header implies {}",
+                    header.file_bytes()
+                ),
+            ));
+        }
+        let mut data = Vec::with_capacity(header.data_len as usize);
+        let check =
+            verify_blocks(&file, &header, Some(&mut data)).map_err(io_error("read", &path))?;
+        if let Some((offset, reason)) = check.damage {
+            return Err(corrupt(&path, offset, reason));
+        }
+        debug_assert_eq!(check.intact_bytes, header.data_len);
+        if check.data_crc != header.data_crc {
+            return Err(corrupt(&path, 32, "data checksum mismatch".to_owned()));
+        }
+        Ok(Some(Snapshot { index, data }))
+    }
+
+    /// Index of the newest snapshot on disk, from its name, without reading it.
+    pub fn latest_index(&self) -> Result<Option<u64>> {
+        Ok(list_snapshots(&self.fs, &self.dir)?.pop())
+    }
+
+    /// Whether an earlier failed sync left durability unknown; if so the node must stop.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The directory of the store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(parse_snapshot_name(&snapshot_name(7)), Some(7));
+        assert_eq!(parse_snapshot_name("snapshot-7.snap"), None);
+    }
+
+    #[test]
+    fn header_round_trips_and_layout_adds_up() {
+        let header = Header {
+            index: 9,
+            block_bytes: 10,
+            data_len: 25,
+            data_crc: 3,
+        };
+        assert_eq!(Header::decode(&header.encode()), Ok(header));
+        assert_eq!(header.block_count(), 3);
+        assert_eq!(header.file_bytes(), 40 + 25 + 12);
+        assert_eq!(header.block_pos(2), 40 + 28);
+        assert_eq!(header.block_data_bytes(2), 5);
+    }
+}
