@@ -18,6 +18,9 @@ pub struct Nemesis {
     pub duplicate: bool,
     /// Long and uneven delays, which reorder messages.
     pub delay: bool,
+    /// Disk faults: failed fsyncs, full disks, bits flipped at rest (and
+    /// crashes then also lose or tear unsynced writes, as always).
+    pub disk: bool,
 }
 
 impl Nemesis {
@@ -29,18 +32,19 @@ impl Nemesis {
             loss: true,
             duplicate: true,
             delay: true,
+            disk: true,
         }
     }
 
     /// Whether any fault is on.
     pub fn any(&self) -> bool {
-        self.crash || self.partition || self.loss || self.duplicate || self.delay
+        self.crash || self.partition || self.loss || self.duplicate || self.delay || self.disk
     }
 }
 
 /// The names the command line accepts.
 pub const NEMESIS_NAMES: &str =
-    "all, none, or a comma list of crash, partition, loss, duplicate, delay";
+    "all, none, or a comma list of crash, partition, loss, duplicate, delay, disk";
 
 impl FromStr for Nemesis {
     type Err = String;
@@ -56,6 +60,7 @@ impl FromStr for Nemesis {
                 "loss" => n.loss = true,
                 "duplicate" => n.duplicate = true,
                 "delay" => n.delay = true,
+                "disk" => n.disk = true,
                 other => return Err(format!("unknown fault {other:?}; expected {NEMESIS_NAMES}")),
             }
         }
@@ -74,6 +79,7 @@ impl fmt::Display for Nemesis {
             (self.loss, "loss"),
             (self.duplicate, "duplicate"),
             (self.delay, "delay"),
+            (self.disk, "disk"),
         ]
         .iter()
         .filter(|(on, _)| *on)

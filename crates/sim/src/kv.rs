@@ -133,6 +133,60 @@ impl Kv {
         self.data.get(&key).copied()
     }
 
+    /// The whole state as bytes, for a snapshot.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.data.len() * 9 + self.sessions.len() * 17);
+        out.extend_from_slice(&(self.data.len() as u32).to_le_bytes());
+        for (k, v) in &self.data {
+            out.push(*k);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.sessions.len() as u32).to_le_bytes());
+        for (c, (seq, reply)) in &self.sessions {
+            out.extend_from_slice(&c.to_le_bytes());
+            out.extend_from_slice(&seq.to_le_bytes());
+            out.push(*reply as u8);
+        }
+        out
+    }
+
+    /// Restores a state from [`Kv::encode`]'s bytes; `None` if malformed.
+    pub fn decode(bytes: &[u8]) -> Option<Kv> {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let b = bytes.get(at..at + n)?;
+            at += n;
+            Some(b)
+        };
+        let u32_of = |b: &[u8]| -> Option<u32> { Some(u32::from_le_bytes(b.try_into().ok()?)) };
+        let u64_of = |b: &[u8]| -> Option<u64> { Some(u64::from_le_bytes(b.try_into().ok()?)) };
+        let mut kv = Kv::default();
+        let n = u32_of(take(4)?)?;
+        for _ in 0..n {
+            let k = take(1)?[0];
+            let v = u64_of(take(8)?)?;
+            kv.data.insert(k, v);
+        }
+        let n = u32_of(take(4)?)?;
+        for _ in 0..n {
+            let c = u64_of(take(8)?)?;
+            let seq = u64_of(take(8)?)?;
+            let reply = match take(1)?[0] {
+                0 => KvReply::Written,
+                1 => KvReply::CasOk,
+                2 => KvReply::CasFailed,
+                3 => KvReply::Stale,
+                4 => KvReply::Malformed,
+                _ => return None,
+            };
+            kv.sessions.insert(c, (seq, reply));
+        }
+        if at != bytes.len() {
+            return None;
+        }
+        Some(kv)
+    }
+
     /// A digest of the whole state, for comparing replicas.
     pub fn digest(&self) -> u64 {
         let mut h = Fnv::default();
@@ -202,6 +256,24 @@ mod tests {
         assert_eq!(KvOp::decode(&[]), None);
         assert_eq!(KvOp::decode(&[1, 2, 3]), None);
         assert_eq!(KvOp::decode(&[9; 19]), None);
+    }
+
+    #[test]
+    fn snapshots_round_trip() {
+        let mut kv = Kv::default();
+        kv.apply(&cmd(3, 1, KvOp::Put { key: 2, value: 99 }));
+        kv.apply(&cmd(
+            4,
+            7,
+            KvOp::Cas {
+                key: 2,
+                expected: None,
+                new: 1,
+            },
+        ));
+        let bytes = kv.encode();
+        assert_eq!(Kv::decode(&bytes), Some(kv));
+        assert_eq!(Kv::decode(&bytes[..bytes.len() - 1]), None);
     }
 
     #[test]

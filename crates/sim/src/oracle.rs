@@ -17,12 +17,15 @@ pub struct Violation {
     pub what: String,
 }
 
+/// One value accepted in one slot at one ballot, and who accepted it.
+type Votes = (Value, BTreeSet<NodeId>);
+
 /// The all-seeing judge of one run.
 #[derive(Debug, Default)]
 pub struct Oracle {
     quorum: usize,
     /// Per slot and ballot, each value accepted and who accepted it.
-    votes: BTreeMap<(Slot, Ballot), Vec<(Value, BTreeSet<NodeId>)>>,
+    votes: BTreeMap<(Slot, Ballot), Vec<Votes>>,
     /// Values chosen so far: a quorum accepted them at one ballot.
     chosen: BTreeMap<Slot, Value>,
     /// Every command a client submitted.

@@ -26,6 +26,9 @@ pub struct RunReport {
     pub leader_changes: u64,
     /// Crashes the nemesis caused.
     pub crashes: u64,
+    /// Restarts refused because the node's data failed validation (a bit
+    /// flipped at rest): the node stays down rather than trust it.
+    pub refused_starts: u64,
     /// Events simulated.
     pub events: u64,
     /// Virtual time simulated, in microseconds.
@@ -51,6 +54,7 @@ impl RunReport {
         commits: u64,
         leader_changes: u64,
         crashes: u64,
+        refused_starts: u64,
         events: u64,
         sim_time_us: u64,
         heal_time: u64,
@@ -79,6 +83,7 @@ impl RunReport {
             commits,
             leader_changes,
             crashes,
+            refused_starts,
             events,
             sim_time_us,
             recovery_us: first_ok_after_heal.map(|t| t.saturating_sub(heal_time)),

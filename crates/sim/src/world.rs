@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use check::{Op, Operation, Outcome};
 use paxos::multi::{
-    ClientId, Command, Config, Durable, Envelope, Output, ProposeError, ReadId, Record, Replica,
-    Value,
+    ClientId, Command, Config, Envelope, Output, ProposeError, ReadId, Record, Replica, Slot, Value,
 };
 use paxos::{Ballot, NodeId};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use storage::{Fs, ReplicaStore, SEGMENT_HEADER_BYTES, SimFs, WalOptions};
 
 use crate::config::SimConfig;
 use crate::kv::{Key, Kv, KvOp, KvReply};
@@ -30,6 +30,20 @@ const DRAIN_US_MAX: u64 = 5_000_000;
 const EVENTS_MAX: u64 = 20_000_000;
 /// A node snapshots its state machine (and trims its log) this often.
 const SNAPSHOT_EVERY_SLOTS: u64 = 50;
+/// Where each node keeps its data on its own simulated disk.
+const DATA_DIR: &str = "/synod";
+/// A node that could not start for a reason that may pass (a full disk, a
+/// failed fsync) tries again after this long.
+const RESTART_RETRY_US: u64 = 100_000;
+
+/// Small segments, so that runs roll, seal and trim many of them.
+fn wal_options() -> WalOptions {
+    WalOptions {
+        segment_bytes_max: 64 << 10,
+        write_buffer_bytes_max: 64 << 10,
+        record_payload_bytes_max: 16 << 10,
+    }
+}
 
 /// What a client asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +92,7 @@ enum Event {
     },
     Nemesis,
     Restart(NodeId),
+    FreeDisk(NodeId),
     Heal,
     StopClients,
     FinalReads,
@@ -107,14 +122,21 @@ impl Ord for Scheduled {
     }
 }
 
-/// A node: the replica (absent while crashed), its disk, and its state
-/// machine and the clients waiting on it.
+/// A node: the replica (absent while down), its own simulated disk with the
+/// real write-ahead log and snapshots on it, and its state machine and the
+/// clients waiting on it.
 struct Node {
     id: NodeId,
     replica: Option<Replica>,
-    disk: Durable,
-    /// The durable snapshot: the slot it covers and the state at that slot.
-    snapshot: Option<(u64, Kv)>,
+    /// The disk survives crashes, minus what was not synced.
+    fs: SimFs,
+    /// The log and snapshots, open while the node runs.
+    store: Option<ReplicaStore<SimFs>>,
+    /// Acceptances appended but not yet synced; the oracle counts an
+    /// acceptance once it is durable.
+    unsynced: Vec<(Slot, Ballot, Value)>,
+    /// The node refused to start on data it cannot trust: it stays down.
+    refused: bool,
     kv: Kv,
     /// Writes proposed here, by `(client, seq)`: who to answer.
     writes: BTreeMap<(ClientId, u64), u64>,
@@ -166,6 +188,9 @@ pub struct World {
     leader_changes: u64,
     events: u64,
     crashes: u64,
+    /// A bit was flipped at rest this run (at most once).
+    flipped: bool,
+    refused_starts: u64,
 }
 
 impl World {
@@ -175,14 +200,25 @@ impl World {
         let members: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
         let nodes = members
             .iter()
-            .map(|&id| Node {
-                id,
-                replica: Some(Replica::new(replica_config(&config, id, &members))),
-                disk: Durable::default(),
-                snapshot: None,
-                kv: Kv::default(),
-                writes: BTreeMap::new(),
-                reads: BTreeMap::new(),
+            .map(|&id| {
+                let fs = SimFs::new();
+                let store =
+                    ReplicaStore::open(fs.clone(), std::path::Path::new(DATA_DIR), wal_options())
+                        .ok()
+                        .map(|(store, _)| store);
+                Node {
+                    id,
+                    replica: store
+                        .as_ref()
+                        .map(|_| Replica::new(replica_config(&config, id, &members))),
+                    refused: store.is_none(),
+                    fs,
+                    store,
+                    unsynced: Vec::new(),
+                    kv: Kv::default(),
+                    writes: BTreeMap::new(),
+                    reads: BTreeMap::new(),
+                }
             })
             .collect();
         let n = &config.nemesis;
@@ -227,6 +263,8 @@ impl World {
             leader_changes: 0,
             events: 0,
             crashes: 0,
+            flipped: false,
+            refused_starts: 0,
             config,
         }
     }
@@ -317,11 +355,11 @@ impl World {
             }
             Event::Tick(id) => {
                 let random = self.rng.next_u64();
-                if let Some(node) = self.node_index(id) {
-                    if let Some(replica) = &mut self.nodes[node].replica {
-                        replica.tick(random);
-                        self.process_outputs(node);
-                    }
+                if let Some(node) = self.node_index(id)
+                    && let Some(replica) = &mut self.nodes[node].replica
+                {
+                    replica.tick(random);
+                    self.process_outputs(node);
                 }
                 self.schedule(TICK_US, Event::Tick(id));
             }
@@ -339,14 +377,13 @@ impl World {
             Event::ClientTimeout { client, attempt } => self.on_timeout(client, attempt),
             Event::ClientNext(client) => self.client_next(client),
             Event::ClientRetry(client) => {
-                if let Some(ci) = self.client_index(client) {
-                    if self.clients[ci]
+                if let Some(ci) = self.client_index(client)
+                    && self.clients[ci]
                         .pending
                         .as_ref()
                         .is_some_and(|p| p.attempt == 0)
-                    {
-                        self.client_send(ci);
-                    }
+                {
+                    self.client_send(ci);
                 }
             }
             Event::Nemesis => {
@@ -357,6 +394,12 @@ impl World {
                 }
             }
             Event::Restart(id) => self.restart(id),
+            Event::FreeDisk(id) => {
+                if let Some(node) = self.node_index(id) {
+                    self.nodes[node].fs.set_capacity_bytes(None);
+                    self.trace(|| format!("nemesis: n{id}'s disk has room again"));
+                }
+            }
             Event::InstallSnapshot { to, from, slot, kv } => {
                 self.install_snapshot(to, from, slot, kv)
             }
@@ -390,8 +433,10 @@ impl World {
         self.schedule(*last, Event::Deliver(envelope));
     }
 
-    /// Carries out a replica's outputs in order: persists land on its disk
-    /// before anything after them leaves, as the barrier rule requires.
+    /// Carries out a replica's outputs in order. Persists go into the
+    /// write-ahead log; before anything after them leaves the node, one
+    /// fsync makes them durable (group commit), as the barrier rule requires.
+    /// A failed append or fsync stops the node.
     fn process_outputs(&mut self, node: usize) {
         let Some(replica) = &mut self.nodes[node].replica else {
             return;
@@ -399,17 +444,27 @@ impl World {
         let outputs = replica.take_outputs();
         let id = self.nodes[node].id;
         for output in outputs {
+            if !matches!(output, Output::Persist(_)) && !self.make_durable(node) {
+                return;
+            }
             match output {
                 Output::Persist(record) => {
+                    let n = &mut self.nodes[node];
+                    let Some(store) = &mut n.store else {
+                        return;
+                    };
+                    if let Err(e) = store.append(&record) {
+                        self.stop_node(node, &e.to_string());
+                        return;
+                    }
                     if let Record::Accept {
                         slot,
                         ballot,
                         value,
-                    } = &record
+                    } = record
                     {
-                        self.oracle.accepted(self.now, id, *slot, *ballot, value);
+                        n.unsynced.push((slot, ballot, value));
                     }
-                    self.nodes[node].disk.apply(&record);
                 }
                 Output::Send(envelope) => self.send(envelope),
                 Output::Apply { slot, value } => {
@@ -433,25 +488,7 @@ impl World {
                         self.reply(command.client, attempt, Reply::NotLeader(leader));
                     }
                 }
-                Output::SendSnapshot { to } => {
-                    if let Some((slot, kv)) = self.nodes[node].snapshot.clone() {
-                        // Lost or cut links lose the transfer; the receiver asks again.
-                        if let Some(delay) = self.network.deliveries(&mut self.rng, id, to).first()
-                        {
-                            let delay = delay + 2_000;
-                            self.trace(|| format!("n{id} -> n{to}  snapshot up to slot {slot}"));
-                            self.schedule(
-                                delay,
-                                Event::InstallSnapshot {
-                                    to,
-                                    from: id,
-                                    slot,
-                                    kv,
-                                },
-                            );
-                        }
-                    }
-                }
+                Output::SendSnapshot { to } => self.send_snapshot(node, to),
                 Output::Elected { ballot } => {
                     self.leader_changes += 1;
                     self.trace(|| format!("n{id} elected leader with ballot {ballot}"));
@@ -461,23 +498,78 @@ impl World {
                 }
             }
         }
-        self.maybe_snapshot(node);
+        if self.make_durable(node) {
+            self.maybe_snapshot(node);
+        }
+    }
+
+    /// Syncs the node's log if anything was appended; false if the node
+    /// had to stop.
+    fn make_durable(&mut self, node: usize) -> bool {
+        let id = self.nodes[node].id;
+        let n = &mut self.nodes[node];
+        let Some(store) = &mut n.store else {
+            return false;
+        };
+        if !store.is_dirty() {
+            return true;
+        }
+        match store.sync() {
+            Ok(()) => {
+                for (slot, ballot, value) in std::mem::take(&mut n.unsynced) {
+                    self.oracle.accepted(self.now, id, slot, ballot, &value);
+                }
+                true
+            }
+            Err(e) => {
+                self.stop_node(node, &e.to_string());
+                false
+            }
+        }
     }
 
     /// Snapshots the state machine every so many slots, makes it durable,
     /// and only then lets the replica trim its log.
     fn maybe_snapshot(&mut self, node: usize) {
         let n = &mut self.nodes[node];
-        let Some(replica) = &mut n.replica else {
+        let (Some(replica), Some(store)) = (&mut n.replica, &mut n.store) else {
             return;
         };
         let applied = replica.applied();
         if applied < replica.snapshot_slot() + SNAPSHOT_EVERY_SLOTS {
             return;
         }
-        n.snapshot = Some((applied, n.kv.clone()));
-        n.disk.compact(applied);
-        replica.compact(applied);
+        match store.checkpoint(applied, &n.kv.encode()) {
+            Ok(()) => replica.compact(applied),
+            Err(e) => self.stop_node(node, &e.to_string()),
+        }
+    }
+
+    fn send_snapshot(&mut self, node: usize, to: NodeId) {
+        let id = self.nodes[node].id;
+        let Some(store) = &self.nodes[node].store else {
+            return;
+        };
+        let Ok(Some(snapshot)) = store.latest_snapshot() else {
+            return;
+        };
+        let (Some(kv), slot) = (Kv::decode(&snapshot.data), snapshot.index) else {
+            return;
+        };
+        // Lost or cut links lose the transfer; the receiver asks again.
+        if let Some(delay) = self.network.deliveries(&mut self.rng, id, to).first() {
+            let delay = delay + 2_000;
+            self.trace(|| format!("n{id} -> n{to}  snapshot up to slot {slot}"));
+            self.schedule(
+                delay,
+                Event::InstallSnapshot {
+                    to,
+                    from: id,
+                    slot,
+                    kv,
+                },
+            );
+        }
     }
 
     fn install_snapshot(&mut self, to: NodeId, from: NodeId, slot: u64, kv: Kv) {
@@ -485,15 +577,17 @@ impl World {
             return;
         };
         let n = &mut self.nodes[node];
-        let Some(replica) = &mut n.replica else {
+        let (Some(replica), Some(store)) = (&mut n.replica, &mut n.store) else {
             return;
         };
         if slot <= replica.commit_index() {
             return;
         }
-        n.kv = kv.clone();
-        n.snapshot = Some((slot, kv));
-        n.disk.compact(slot);
+        if let Err(e) = store.checkpoint(slot, &kv.encode()) {
+            self.stop_node(node, &e.to_string());
+            return;
+        }
+        n.kv = kv;
         replica.install_snapshot(slot);
         self.oracle.installed_snapshot(to, slot);
         self.trace(|| format!("n{to} installs n{from}'s snapshot up to slot {slot}"));
@@ -507,10 +601,10 @@ impl World {
         for command in commands {
             let reply = self.nodes[node].kv.apply(command);
             let key = (command.client, command.seq);
-            if let Some(attempt) = self.nodes[node].writes.remove(&key) {
-                if reply != KvReply::Stale {
-                    self.reply(command.client, attempt, Reply::Applied(reply));
-                }
+            if let Some(attempt) = self.nodes[node].writes.remove(&key)
+                && reply != KvReply::Stale
+            {
+                self.reply(command.client, attempt, Reply::Applied(reply));
             }
         }
     }
@@ -844,6 +938,9 @@ impl World {
                 choices.extend([2, 2]);
             }
         }
+        if n.disk {
+            choices.extend([4, 4]);
+        }
         let Some(&choice) = choices.get(self.rng.random_range(0..choices.len().max(1))) else {
             return;
         };
@@ -863,6 +960,7 @@ impl World {
                 }
             }
             2 => self.partition(),
+            4 => self.disk_fault(),
             _ => {
                 self.network.heal();
                 self.trace(|| "nemesis: heal partition".into());
@@ -878,32 +976,169 @@ impl World {
             return;
         }
         self.crashes += 1;
-        let down_us = self.rng.random_range(10_000..800_000);
-        self.schedule(down_us, Event::Restart(id));
+        self.trace(|| format!("nemesis: crash n{id}"));
+        self.take_down(node);
+    }
+
+    /// The node's storage failed (a failed fsync, a full disk): it cannot
+    /// tell what is durable, so it stops, and is restarted later.
+    fn stop_node(&mut self, node: usize, why: &str) {
+        let id = self.nodes[node].id;
+        let why = why.to_string();
+        self.trace(|| format!("n{id} stops: {why}"));
+        self.take_down(node);
+    }
+
+    /// The process dies: memory is lost, and of the disk only what was
+    /// synced is sure to survive.
+    fn take_down(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let word = self.rng.next_u64();
         let n = &mut self.nodes[node];
         n.replica = None;
+        n.store = None;
+        n.unsynced.clear();
         n.kv = Kv::default();
         n.writes.clear();
         n.reads.clear();
-        self.trace(|| format!("nemesis: crash n{id}"));
+        n.fs.crash(word);
+        let down_us = self.rng.random_range(10_000..800_000);
+        self.schedule(down_us, Event::Restart(id));
     }
 
     fn restart(&mut self, id: NodeId) {
         let Some(node) = self.node_index(id) else {
             return;
         };
-        if self.nodes[node].replica.is_some() {
+        if self.nodes[node].replica.is_some() || self.nodes[node].refused {
             return;
         }
+        let fs = self.nodes[node].fs.clone();
+        let (store, restored) =
+            match ReplicaStore::open(fs, std::path::Path::new(DATA_DIR), wal_options()) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    let transient = matches!(
+                        e,
+                        storage::Error::NoSpace { .. }
+                            | storage::Error::SyncFailed { .. }
+                            | storage::Error::Poisoned
+                    );
+                    let why = e.to_string();
+                    if transient {
+                        self.trace(|| format!("n{id} cannot start yet: {why}"));
+                        self.schedule(RESTART_RETRY_US, Event::Restart(id));
+                    } else {
+                        self.trace(|| format!("n{id} refuses to start: {why}"));
+                        self.nodes[node].refused = true;
+                        self.refused_starts += 1;
+                    }
+                    return;
+                }
+            };
+        let kv = match &restored.snapshot {
+            None => Some(Kv::default()),
+            Some(snapshot) => Kv::decode(&snapshot.data),
+        };
+        let Some(kv) = kv else {
+            self.trace(|| format!("n{id} refuses to start: its snapshot does not decode"));
+            self.nodes[node].refused = true;
+            self.refused_starts += 1;
+            return;
+        };
+        let durable = restored.durable;
+        // Acceptances that reached the disk without being synced survive
+        // some crashes; they count as votes from now on.
+        for (slot, (ballot, value)) in &durable.accepted {
+            self.oracle.accepted(self.now, id, *slot, *ballot, value);
+        }
+        let slot = durable.snapshot_slot;
         let config = replica_config(&self.config, id, &self.members);
-        let durable = self.nodes[node].disk.clone();
-        let (slot, kv) = self.nodes[node].snapshot.clone().unwrap_or_default();
-        debug_assert_eq!(slot, durable.snapshot_slot);
-        self.nodes[node].kv = kv;
-        self.nodes[node].replica = Some(Replica::restart(config, durable));
+        let n = &mut self.nodes[node];
+        n.kv = kv;
+        n.store = Some(store);
+        n.replica = Some(Replica::restart(config, durable));
         self.oracle.restarted(id, slot);
-        self.trace(|| format!("nemesis: restart n{id}"));
+        self.trace(|| format!("n{id} restarts from its disk (snapshot up to slot {slot})"));
         self.process_outputs(node);
+    }
+
+    /// Disk faults: a failed fsync, a full disk, or a bit flipped at rest
+    /// in data the node already made durable (once per run, so that a
+    /// majority remains that can start).
+    fn disk_fault(&mut self) {
+        let node = self.rng.random_range(0..self.nodes.len());
+        let id = self.nodes[node].id;
+        match self.rng.random_range(0..5) {
+            0 | 1 => {
+                self.nodes[node].fs.fail_next_syncs(1);
+                self.trace(|| format!("nemesis: n{id}'s next fsync fails"));
+            }
+            2 | 3 => {
+                let fs = &self.nodes[node].fs;
+                let room = self.rng.random_range(0..16_384);
+                fs.set_capacity_bytes(Some(fs.used_bytes() + room));
+                let full_us = self.rng.random_range(50_000..600_000);
+                self.schedule(full_us, Event::FreeDisk(id));
+                self.trace(|| format!("nemesis: n{id}'s disk fills up ({room} bytes left)"));
+            }
+            _ => {
+                if self.flipped {
+                    return;
+                }
+                if self.nodes[node].replica.is_some() {
+                    self.crash(id);
+                }
+                if let Some((path, offset, bit)) = self.pick_flip(node) {
+                    self.flipped = true;
+                    let _ = self.nodes[node].fs.flip_bit(&path, offset, bit);
+                    let shown = path.display().to_string();
+                    self.trace(|| format!("nemesis: flip bit {bit} of {shown} at byte {offset}"));
+                }
+            }
+        }
+    }
+
+    /// A byte in durable, checksummed data of a down node: a sealed log
+    /// segment (not the newest, whose tail a crash may explain) or a
+    /// snapshot.
+    fn pick_flip(&mut self, node: usize) -> Option<(std::path::PathBuf, u64, u8)> {
+        let fs = self.nodes[node].fs.clone();
+        let wal_dir = std::path::Path::new(DATA_DIR).join("wal");
+        let snap_dir = std::path::Path::new(DATA_DIR).join("snap");
+        let mut candidates: Vec<(std::path::PathBuf, u64, u64)> = Vec::new();
+        let mut segments: Vec<String> = fs
+            .list(&wal_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.ends_with(".wal"))
+            .collect();
+        segments.sort();
+        segments.pop();
+        for name in segments {
+            let path = wal_dir.join(name);
+            let bytes = fs.read_file(&path).unwrap_or_default();
+            let end = bytes.iter().rposition(|b| *b != 0).unwrap_or(0) as u64;
+            if end > SEGMENT_HEADER_BYTES {
+                candidates.push((path, SEGMENT_HEADER_BYTES, end));
+            }
+        }
+        for name in fs.list(&snap_dir).unwrap_or_default() {
+            if name.ends_with(".snap") {
+                let path = snap_dir.join(name);
+                let len = fs.read_file(&path).map_or(0, |b| b.len() as u64);
+                if len > 0 {
+                    candidates.push((path, 0, len - 1));
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return None;
+        }
+        let (path, lo, hi) = candidates.swap_remove(self.rng.random_range(0..candidates.len()));
+        let offset = self.rng.random_range(lo..=hi);
+        let bit = self.rng.random_range(0..8);
+        Some((path, offset, bit))
     }
 
     fn partition(&mut self) {
@@ -947,6 +1182,10 @@ impl World {
         self.heal_time = self.now.max(1);
         self.network.heal();
         self.network.config = NetConfig::calm();
+        for n in &self.nodes {
+            n.fs.set_capacity_bytes(None);
+            n.fs.fail_next_syncs(0);
+        }
         let crashed: Vec<NodeId> = self
             .nodes
             .iter()
@@ -1003,6 +1242,7 @@ impl World {
             commits,
             self.leader_changes,
             self.crashes,
+            self.refused_starts,
             self.events,
             self.now,
             self.heal_time,

@@ -33,6 +33,8 @@ fn one_seed_reproduces_a_run_bit_for_bit() {
 
 #[test]
 fn the_protocol_survives_every_fault_with_three_and_five_replicas() {
+    let mut refused = 0;
+    let mut crashes = 0;
     for nodes in [3, 5] {
         for seed in 1..=40 {
             let report = sim::run(seed, &config(nodes, None));
@@ -42,8 +44,14 @@ fn the_protocol_survives_every_fault_with_three_and_five_replicas() {
                 report.violations
             );
             assert!(report.ok > 0, "seed {seed}: nothing completed");
+            refused += report.refused_starts;
+            crashes += report.crashes;
         }
     }
+    // The faults really happened: nodes crashed, and some refused to start
+    // on a bit flipped at rest rather than trust it.
+    assert!(crashes > 100, "{crashes} crashes");
+    assert!(refused > 0, "no corrupted disk was ever refused");
 }
 
 /// Runs seeds until the checkers catch `bug`; returns the first failing seed.

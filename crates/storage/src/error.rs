@@ -54,6 +54,21 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A record passed its checksum but its contents are not a record this
+    /// build understands: written by something else, or a newer version.
+    #[error(
+        "record {lsn} in the log under {} cannot be decoded: {reason}; refusing to use data that cannot be trusted",
+        dir.display()
+    )]
+    Undecodable {
+        /// The replica's data directory.
+        dir: PathBuf,
+        /// The record's log sequence number.
+        lsn: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An earlier failure left durability unknown; nothing more is done. Stop the node.
     #[error("storage is poisoned by an earlier failure; the node must stop")]
     Poisoned,

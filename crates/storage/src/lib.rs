@@ -21,6 +21,9 @@
 //! - [`SnapshotSender`] / [`SnapshotReceiver`]: ship a snapshot to a lagging replica in
 //!   checksummed chunks, resuming a broken transfer from the last intact block.
 //!
+//! - [`ReplicaStore`]: the Multi-Paxos replica's promise, acceptances and decisions in the
+//!   log, beside the state machine's snapshot; the one place where Paxos meets the disk.
+//!
 //! Rule 2 of DESIGN.md holds throughout: after a failed fsync the owner is poisoned, every
 //! later call returns [`Error::Poisoned`], and the node must stop.
 //!
@@ -47,6 +50,7 @@
 mod error;
 mod frame;
 mod fs;
+pub mod replica;
 mod sim_fs;
 mod snapshot;
 mod std_fs;
@@ -57,6 +61,7 @@ mod wal;
 pub use error::{Error, Result};
 pub use frame::{RECORD_OVERHEAD_BYTES, SEGMENT_HEADER_BYTES};
 pub use fs::{Fs, FsFile};
+pub use replica::{RECORD_TYPE_PAXOS, ReplicaStore, Restored};
 pub use sim_fs::{SimFile, SimFs};
 pub use snapshot::{
     SNAPSHOT_BLOCK_BYTES_LIMIT, SNAPSHOT_HEADER_BYTES, Snapshot, SnapshotOptions, SnapshotStore,

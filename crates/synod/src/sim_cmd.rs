@@ -24,7 +24,7 @@ pub struct SimArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Faults to inject: all, none, or a comma list of crash, partition,
-    /// loss, duplicate, delay.
+    /// loss, duplicate, delay, disk.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Replicas in the cluster.
@@ -108,6 +108,7 @@ struct Totals {
     commits: u64,
     leader_changes: u64,
     crashes: u64,
+    refused_starts: u64,
     sim_us: u64,
     cpu: Duration,
     check: Duration,
@@ -245,6 +246,7 @@ fn add(t: &mut Totals, seed: u64, report: &RunReport, cpu: Duration) {
     t.commits += report.commits;
     t.leader_changes += report.leader_changes;
     t.crashes += report.crashes;
+    t.refused_starts += report.refused_starts;
     t.sim_us += report.sim_time_us;
     t.cpu += cpu.saturating_sub(report.check_time);
     t.check += report.check_time;
@@ -296,10 +298,11 @@ fn print_summary(t: &Totals, config: &SimConfig) {
         t.info
     );
     println!(
-        "leader changes: {} ({:.2} per run); crashes: {}; recovery after heal: median {:.0} ms",
+        "leader changes: {} ({:.2} per run); crashes: {}; starts refused on corrupt data: {}; recovery after heal: median {:.0} ms",
         t.leader_changes,
         t.leader_changes as f64 / t.runs.max(1) as f64,
         t.crashes,
+        t.refused_starts,
         median_recovery as f64 / 1000.0
     );
     println!(

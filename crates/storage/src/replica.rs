@@ -1,0 +1,158 @@
+//! A Multi-Paxos replica's stable state: its promise, its acceptances and
+//! the decisions it learned, in the write-ahead log, beside the state
+//! machine's latest snapshot.
+//!
+//! This is the one place where Paxos meets the disk. The core emits
+//! [`paxos::multi::Record`]s; [`ReplicaStore::append`] buffers them and
+//! [`ReplicaStore::sync`] makes them durable with one fsync before the
+//! runtime lets anything that depends on them leave the node. After the
+//! runtime saves a snapshot, [`ReplicaStore::checkpoint`] rewrites what the
+//! log must still hold (the promise and everything after the snapshot) and
+//! drops the segments before it: trimming follows the applied point of a
+//! snapshot, never the chosen point alone.
+
+use std::path::{Path, PathBuf};
+
+use paxos::multi::{Durable, Record as PaxosRecord, codec};
+
+use crate::error::{Error, Result};
+use crate::fs::Fs;
+use crate::snapshot::{Snapshot, SnapshotOptions, SnapshotStore};
+use crate::wal::{TornTail, Wal, WalOptions};
+
+/// The WAL record type of an encoded [`paxos::multi::Record`].
+pub const RECORD_TYPE_PAXOS: u8 = 1;
+
+/// What a replica finds on disk when it starts.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The acceptor's and learner's state, to hand to `Replica::restart`.
+    pub durable: Durable,
+    /// The state machine's latest snapshot, if one was saved; its index is
+    /// `durable.snapshot_slot`.
+    pub snapshot: Option<Snapshot>,
+    /// A torn tail the log wiped during recovery (a crash mid-write).
+    pub torn_tail: Option<TornTail>,
+}
+
+/// The log and snapshots of one replica.
+#[derive(Debug)]
+pub struct ReplicaStore<F: Fs + Clone> {
+    wal: Wal<F>,
+    snapshots: SnapshotStore<F>,
+    /// What the log holds, so that a checkpoint can rewrite it.
+    mirror: Durable,
+    dirty: bool,
+}
+
+impl<F: Fs + Clone> ReplicaStore<F> {
+    /// Opens (or creates) the store under `dir` and recovers it. Refuses,
+    /// with the file and offset, data it cannot trust.
+    pub fn open(fs: F, dir: &Path, options: WalOptions) -> Result<(Self, Restored)> {
+        let snapshots =
+            SnapshotStore::open(fs.clone(), dir.join("snap"), SnapshotOptions::default())?;
+        let snapshot = snapshots.load_latest()?;
+        let (wal, recovered) = Wal::open(fs, dir.join("wal"), options)?;
+        let mut durable = Durable {
+            snapshot_slot: snapshot.as_ref().map_or(0, |s| s.index),
+            ..Durable::default()
+        };
+        for record in &recovered.records {
+            if record.record_type != RECORD_TYPE_PAXOS {
+                return Err(undecodable(
+                    dir,
+                    record.lsn.0,
+                    format!("unknown record type {}", record.record_type),
+                ));
+            }
+            let decoded = codec::decode_record(&record.payload)
+                .map_err(|e| undecodable(dir, record.lsn.0, e.to_string()))?;
+            durable.apply(&decoded);
+        }
+        let store = ReplicaStore {
+            wal,
+            snapshots,
+            mirror: durable.clone(),
+            dirty: false,
+        };
+        Ok((
+            store,
+            Restored {
+                durable,
+                snapshot,
+                torn_tail: recovered.torn_tail,
+            },
+        ))
+    }
+
+    /// Buffers a record; it is durable only after the next [`Self::sync`].
+    pub fn append(&mut self, record: &PaxosRecord) -> Result<()> {
+        let mut payload = Vec::with_capacity(64);
+        codec::encode_record(record, &mut payload);
+        self.wal.append(RECORD_TYPE_PAXOS, &payload)?;
+        self.mirror.apply(record);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Makes everything appended durable with one fsync (none if nothing
+    /// was appended). An error means durability is unknown: stop the node.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.dirty {
+            self.wal.sync()?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Whether records were appended since the last sync.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Saves the state machine's image at `slot` (everything up to `slot`
+    /// applied), rewrites what the log must keep, and drops the rest.
+    pub fn checkpoint(&mut self, slot: u64, image: &[u8]) -> Result<()> {
+        self.sync()?;
+        self.snapshots.save(slot, image)?;
+        self.mirror.compact(slot);
+        let first = self.wal.next_lsn();
+        let keep = self.mirror.clone();
+        self.append(&PaxosRecord::Promise(keep.promised))?;
+        for (slot, (ballot, value)) in &keep.accepted {
+            self.append(&PaxosRecord::Accept {
+                slot: *slot,
+                ballot: *ballot,
+                value: value.clone(),
+            })?;
+        }
+        for (slot, value) in &keep.committed {
+            self.append(&PaxosRecord::Commit {
+                slot: *slot,
+                value: value.clone(),
+            })?;
+        }
+        self.sync()?;
+        self.wal.truncate_before(first)?;
+        debug_assert_eq!(self.mirror, keep);
+        Ok(())
+    }
+
+    /// The latest saved snapshot, to send a lagging peer.
+    pub fn latest_snapshot(&self) -> Result<Option<Snapshot>> {
+        self.snapshots.load_latest()
+    }
+
+    /// Write-ahead log segments on disk now.
+    pub fn segment_count(&self) -> usize {
+        self.wal.segment_count()
+    }
+}
+
+fn undecodable(dir: &Path, lsn: u64, reason: String) -> Error {
+    Error::Undecodable {
+        dir: PathBuf::from(dir),
+        lsn,
+        reason,
+    }
+}

@@ -1,0 +1,117 @@
+//! The Paxos replica's state through the log: what was synced survives a
+//! crash, and a checkpoint keeps the promise and everything after the
+//! snapshot while dropping the log before it.
+
+use std::path::Path;
+
+use paxos::Ballot;
+use paxos::multi::{Command, Record, Value};
+use storage::{ReplicaStore, SimFs, WalOptions};
+
+fn options() -> WalOptions {
+    WalOptions {
+        segment_bytes_max: 4 << 10,
+        write_buffer_bytes_max: 8 << 10,
+        record_payload_bytes_max: 1 << 10,
+    }
+}
+
+fn value(seq: u64) -> Value {
+    Value::Batch(vec![Command {
+        client: 1,
+        seq,
+        payload: vec![0, 1, 2, seq as u8],
+    }])
+}
+
+#[test]
+fn synced_state_survives_a_crash_and_unsynced_may_not() {
+    let fs = SimFs::new();
+    let dir = Path::new("/n1");
+    let (mut store, restored) = ReplicaStore::open(fs.clone(), dir, options()).expect("open");
+    assert_eq!(restored.durable.promised, Ballot::ZERO);
+    store
+        .append(&Record::Promise(Ballot::new(3, 2)))
+        .expect("append");
+    store
+        .append(&Record::Accept {
+            slot: 1,
+            ballot: Ballot::new(3, 2),
+            value: value(1),
+        })
+        .expect("append");
+    store.sync().expect("sync");
+    // Appended, never synced: a crash may keep or lose it, never garble it.
+    store
+        .append(&Record::Accept {
+            slot: 2,
+            ballot: Ballot::new(3, 2),
+            value: value(2),
+        })
+        .expect("append");
+    drop(store);
+    fs.crash(7);
+    let (_, restored) = ReplicaStore::open(fs, dir, options()).expect("reopen");
+    assert_eq!(restored.durable.promised, Ballot::new(3, 2));
+    assert_eq!(
+        restored.durable.accepted.get(&1),
+        Some(&(Ballot::new(3, 2), value(1)))
+    );
+    if let Some(entry) = restored.durable.accepted.get(&2) {
+        assert_eq!(entry, &(Ballot::new(3, 2), value(2)));
+    }
+}
+
+#[test]
+fn a_checkpoint_keeps_the_promise_and_the_slots_after_it() {
+    let fs = SimFs::new();
+    let dir = Path::new("/n1");
+    let (mut store, _) = ReplicaStore::open(fs.clone(), dir, options()).expect("open");
+    store
+        .append(&Record::Promise(Ballot::new(9, 1)))
+        .expect("append");
+    for slot in 1..=200 {
+        store
+            .append(&Record::Accept {
+                slot,
+                ballot: Ballot::new(9, 1),
+                value: value(slot),
+            })
+            .expect("append");
+        if slot <= 190 {
+            store
+                .append(&Record::Commit {
+                    slot,
+                    value: value(slot),
+                })
+                .expect("append");
+        }
+        store.sync().expect("sync");
+    }
+    let before = store.segment_count();
+    store.checkpoint(150, b"state at 150").expect("checkpoint");
+    assert!(store.segment_count() < before, "old segments dropped");
+    drop(store);
+    fs.crash(1);
+    let (_, restored) = ReplicaStore::open(fs, dir, options()).expect("reopen");
+    let d = restored.durable;
+    assert_eq!(
+        d.promised,
+        Ballot::new(9, 1),
+        "the promise outlives trimming"
+    );
+    assert_eq!(d.snapshot_slot, 150);
+    assert_eq!(
+        d.accepted.keys().copied().collect::<Vec<_>>(),
+        (151..=200).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        d.committed.keys().copied().collect::<Vec<_>>(),
+        (151..=190).collect::<Vec<_>>()
+    );
+    let snapshot = restored.snapshot.expect("snapshot");
+    assert_eq!(
+        (snapshot.index, snapshot.data.as_slice()),
+        (150, &b"state at 150"[..])
+    );
+}
