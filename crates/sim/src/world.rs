@@ -12,7 +12,10 @@ use paxos::{Ballot, NodeId};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use storage::{Fs, ReplicaStore, SEGMENT_HEADER_BYTES, SimFs, WalOptions};
+use storage::{
+    Fs, ReplicaStore, SEGMENT_HEADER_BYTES, SimFs, SnapshotChunk, SnapshotOptions, SnapshotSender,
+    WalOptions,
+};
 
 use crate::config::SimConfig;
 use crate::kv::{Key, Kv, KvOp, KvReply};
@@ -35,6 +38,18 @@ const DATA_DIR: &str = "/synod";
 /// A node that could not start for a reason that may pass (a full disk, a
 /// failed fsync) tries again after this long.
 const RESTART_RETRY_US: u64 = 100_000;
+
+/// Bytes per snapshot chunk on the wire: small, so that transfers take
+/// several chunks and some break and resume.
+const SNAPSHOT_CHUNK_BYTES: usize = 48;
+
+/// Small checksummed blocks, so that a broken transfer resumes mid-way.
+fn snapshot_options() -> SnapshotOptions {
+    SnapshotOptions {
+        block_bytes: 32,
+        ..SnapshotOptions::default()
+    }
+}
 
 /// Small segments, so that runs roll, seal and trim many of them.
 fn wal_options() -> WalOptions {
@@ -84,11 +99,10 @@ enum Event {
     },
     ClientNext(ClientId),
     ClientRetry(ClientId),
-    InstallSnapshot {
+    SnapshotChunk {
         to: NodeId,
         from: NodeId,
-        slot: u64,
-        kv: Kv,
+        chunk: SnapshotChunk,
     },
     Nemesis,
     Restart(NodeId),
@@ -188,8 +202,8 @@ pub struct World {
     leader_changes: u64,
     events: u64,
     crashes: u64,
-    /// A bit was flipped at rest this run (at most once).
-    flipped: bool,
+    /// The node whose disk got a bit flipped at rest (at most once a run).
+    flipped: Option<NodeId>,
     refused_starts: u64,
 }
 
@@ -202,10 +216,14 @@ impl World {
             .iter()
             .map(|&id| {
                 let fs = SimFs::new();
-                let store =
-                    ReplicaStore::open(fs.clone(), std::path::Path::new(DATA_DIR), wal_options())
-                        .ok()
-                        .map(|(store, _)| store);
+                let store = ReplicaStore::open(
+                    fs.clone(),
+                    std::path::Path::new(DATA_DIR),
+                    wal_options(),
+                    snapshot_options(),
+                )
+                .ok()
+                .map(|(store, _)| store);
                 Node {
                     id,
                     replica: store
@@ -263,7 +281,7 @@ impl World {
             leader_changes: 0,
             events: 0,
             crashes: 0,
-            flipped: false,
+            flipped: None,
             refused_starts: 0,
             config,
         }
@@ -400,9 +418,7 @@ impl World {
                     self.trace(|| format!("nemesis: n{id}'s disk has room again"));
                 }
             }
-            Event::InstallSnapshot { to, from, slot, kv } => {
-                self.install_snapshot(to, from, slot, kv)
-            }
+            Event::SnapshotChunk { to, from, chunk } => self.receive_chunk(to, from, chunk),
             Event::Heal => self.heal(),
             Event::StopClients => {
                 self.clients_on = false;
@@ -545,6 +561,9 @@ impl World {
         }
     }
 
+    /// Streams the latest durable snapshot to a lagging peer in checksummed
+    /// chunks over the faulty network; lost chunks break the transfer, which
+    /// the receiver resumes when the next one comes.
     fn send_snapshot(&mut self, node: usize, to: NodeId) {
         let id = self.nodes[node].id;
         let Some(store) = &self.nodes[node].store else {
@@ -553,26 +572,28 @@ impl World {
         let Ok(Some(snapshot)) = store.latest_snapshot() else {
             return;
         };
-        let (Some(kv), slot) = (Kv::decode(&snapshot.data), snapshot.index) else {
-            return;
-        };
-        // Lost or cut links lose the transfer; the receiver asks again.
-        if let Some(delay) = self.network.deliveries(&mut self.rng, id, to).first() {
-            let delay = delay + 2_000;
-            self.trace(|| format!("n{id} -> n{to}  snapshot up to slot {slot}"));
-            self.schedule(
-                delay,
-                Event::InstallSnapshot {
-                    to,
-                    from: id,
-                    slot,
-                    kv,
-                },
-            );
+        let slot = snapshot.index;
+        let sender = SnapshotSender::new(slot, snapshot.data, SNAPSHOT_CHUNK_BYTES);
+        let chunks: Vec<SnapshotChunk> = sender.chunks_from(0).collect();
+        let count = chunks.len();
+        self.trace(|| format!("n{id} -> n{to}  snapshot up to slot {slot} in {count} chunks"));
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let delays = self.network.deliveries(&mut self.rng, id, to);
+            for delay in delays {
+                let at = delay + 100 * i as u64;
+                self.schedule(
+                    at,
+                    Event::SnapshotChunk {
+                        to,
+                        from: id,
+                        chunk: chunk.clone(),
+                    },
+                );
+            }
         }
     }
 
-    fn install_snapshot(&mut self, to: NodeId, from: NodeId, slot: u64, kv: Kv) {
+    fn receive_chunk(&mut self, to: NodeId, from: NodeId, chunk: SnapshotChunk) {
         let Some(node) = self.node_index(to) else {
             return;
         };
@@ -580,13 +601,26 @@ impl World {
         let (Some(replica), Some(store)) = (&mut n.replica, &mut n.store) else {
             return;
         };
-        if slot <= replica.commit_index() {
+        let snapshot = match store.receive(&chunk, replica.commit_index()) {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return,
+            Err(
+                e @ (storage::Error::InvalidChunk { .. } | storage::Error::TransferChecksum { .. }),
+            ) => {
+                let why = e.to_string();
+                self.trace(|| format!("n{to} drops a snapshot chunk: {why}"));
+                return;
+            }
+            Err(e) => {
+                self.stop_node(node, &e.to_string());
+                return;
+            }
+        };
+        let Some(kv) = Kv::decode(&snapshot.data) else {
+            self.stop_node(node, "a received snapshot does not decode");
             return;
-        }
-        if let Err(e) = store.checkpoint(slot, &kv.encode()) {
-            self.stop_node(node, &e.to_string());
-            return;
-        }
+        };
+        let slot = snapshot.index;
         n.kv = kv;
         replica.install_snapshot(slot);
         self.oracle.installed_snapshot(to, slot);
@@ -1014,36 +1048,39 @@ impl World {
             return;
         }
         let fs = self.nodes[node].fs.clone();
-        let (store, restored) =
-            match ReplicaStore::open(fs, std::path::Path::new(DATA_DIR), wal_options()) {
-                Ok(opened) => opened,
-                Err(e) => {
-                    let transient = matches!(
-                        e,
-                        storage::Error::NoSpace { .. }
-                            | storage::Error::SyncFailed { .. }
-                            | storage::Error::Poisoned
-                    );
-                    let why = e.to_string();
-                    if transient {
+        let (store, restored) = match ReplicaStore::open(
+            fs,
+            std::path::Path::new(DATA_DIR),
+            wal_options(),
+            snapshot_options(),
+        ) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let why = e.to_string();
+                match e {
+                    storage::Error::NoSpace { .. }
+                    | storage::Error::SyncFailed { .. }
+                    | storage::Error::Poisoned => {
                         self.trace(|| format!("n{id} cannot start yet: {why}"));
                         self.schedule(RESTART_RETRY_US, Event::Restart(id));
-                    } else {
-                        self.trace(|| format!("n{id} refuses to start: {why}"));
-                        self.nodes[node].refused = true;
-                        self.refused_starts += 1;
                     }
-                    return;
+                    storage::Error::Corrupt { .. } | storage::Error::Undecodable { .. } => {
+                        self.refuse_start(node, why);
+                    }
+                    _ => {
+                        self.violate(format!("n{id} cannot open its storage: {why}"));
+                        self.nodes[node].refused = true;
+                    }
                 }
-            };
+                return;
+            }
+        };
         let kv = match &restored.snapshot {
             None => Some(Kv::default()),
             Some(snapshot) => Kv::decode(&snapshot.data),
         };
         let Some(kv) = kv else {
-            self.trace(|| format!("n{id} refuses to start: its snapshot does not decode"));
-            self.nodes[node].refused = true;
-            self.refused_starts += 1;
+            self.refuse_start(node, "its snapshot does not decode".into());
             return;
         };
         let durable = restored.durable;
@@ -1061,6 +1098,21 @@ impl World {
         self.oracle.restarted(id, slot);
         self.trace(|| format!("n{id} restarts from its disk (snapshot up to slot {slot})"));
         self.process_outputs(node);
+    }
+
+    /// The node will not start on data it cannot trust, and stays down. Only
+    /// a bit the nemesis flipped may cause this: a crash alone must always
+    /// recover (torn tails are cut, never refused).
+    fn refuse_start(&mut self, node: usize, why: String) {
+        let id = self.nodes[node].id;
+        self.trace(|| format!("n{id} refuses to start: {why}"));
+        self.nodes[node].refused = true;
+        self.refused_starts += 1;
+        if self.flipped != Some(id) {
+            self.violate(format!(
+                "n{id} refused to start on a disk the nemesis never corrupted: {why}"
+            ));
+        }
     }
 
     /// Disk faults: a failed fsync, a full disk, or a bit flipped at rest
@@ -1083,14 +1135,14 @@ impl World {
                 self.trace(|| format!("nemesis: n{id}'s disk fills up ({room} bytes left)"));
             }
             _ => {
-                if self.flipped {
+                if self.flipped.is_some() {
                     return;
                 }
                 if self.nodes[node].replica.is_some() {
                     self.crash(id);
                 }
                 if let Some((path, offset, bit)) = self.pick_flip(node) {
-                    self.flipped = true;
+                    self.flipped = Some(id);
                     let _ = self.nodes[node].fs.flip_bit(&path, offset, bit);
                     let shown = path.display().to_string();
                     self.trace(|| format!("nemesis: flip bit {bit} of {shown} at byte {offset}"));

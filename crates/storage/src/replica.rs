@@ -18,6 +18,7 @@ use paxos::multi::{Durable, Record as PaxosRecord, codec};
 use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::snapshot::{Snapshot, SnapshotOptions, SnapshotStore};
+use crate::transfer::{ChunkOutcome, SnapshotChunk, SnapshotReceiver};
 use crate::wal::{TornTail, Wal, WalOptions};
 
 /// The WAL record type of an encoded [`paxos::multi::Record`].
@@ -40,6 +41,8 @@ pub struct Restored {
 pub struct ReplicaStore<F: Fs + Clone> {
     wal: Wal<F>,
     snapshots: SnapshotStore<F>,
+    /// Snapshots arriving in chunks from a peer land beside our own.
+    receiver: SnapshotReceiver<F>,
     /// What the log holds, so that a checkpoint can rewrite it.
     mirror: Durable,
     dirty: bool,
@@ -48,9 +51,16 @@ pub struct ReplicaStore<F: Fs + Clone> {
 impl<F: Fs + Clone> ReplicaStore<F> {
     /// Opens (or creates) the store under `dir` and recovers it. Refuses,
     /// with the file and offset, data it cannot trust.
-    pub fn open(fs: F, dir: &Path, options: WalOptions) -> Result<(Self, Restored)> {
-        let snapshots =
-            SnapshotStore::open(fs.clone(), dir.join("snap"), SnapshotOptions::default())?;
+    pub fn open(
+        fs: F,
+        dir: &Path,
+        options: WalOptions,
+        snapshot_options: SnapshotOptions,
+    ) -> Result<(Self, Restored)> {
+        // A transfer that completed before a crash is installed first, so
+        // that the snapshot loaded below is the newest.
+        let receiver = SnapshotReceiver::open(fs.clone(), dir.join("snap"), snapshot_options)?;
+        let snapshots = SnapshotStore::open(fs.clone(), dir.join("snap"), snapshot_options)?;
         let snapshot = snapshots.load_latest()?;
         let (wal, recovered) = Wal::open(fs, dir.join("wal"), options)?;
         let mut durable = Durable {
@@ -72,6 +82,7 @@ impl<F: Fs + Clone> ReplicaStore<F> {
         let store = ReplicaStore {
             wal,
             snapshots,
+            receiver,
             mirror: durable.clone(),
             dirty: false,
         };
@@ -115,6 +126,35 @@ impl<F: Fs + Clone> ReplicaStore<F> {
     pub fn checkpoint(&mut self, slot: u64, image: &[u8]) -> Result<()> {
         self.sync()?;
         self.snapshots.save(slot, image)?;
+        self.trim_log(slot)
+    }
+
+    /// Takes one chunk of a peer's snapshot. When the last one arrives the
+    /// snapshot is verified, installed durably, and returned; the log
+    /// before it is trimmed as after a checkpoint. Chunks of a snapshot no
+    /// newer than `applied` are ignored.
+    pub fn receive(&mut self, chunk: &SnapshotChunk, applied: u64) -> Result<Option<Snapshot>> {
+        if chunk.index <= applied {
+            return Ok(None);
+        }
+        match self.receiver.accept(chunk)? {
+            ChunkOutcome::Continue { .. } => Ok(None),
+            ChunkOutcome::Installed { index } => {
+                let Some(snapshot) = self.snapshots.load_latest()? else {
+                    return Ok(None);
+                };
+                debug_assert!(snapshot.index >= index);
+                self.sync()?;
+                self.trim_log(snapshot.index)?;
+                Ok(Some(snapshot))
+            }
+        }
+    }
+
+    /// Rewrites what the log must keep after a snapshot at `slot` (the
+    /// promise, and every acceptance and decision after it), then drops the
+    /// segments before the rewrite.
+    fn trim_log(&mut self, slot: u64) -> Result<()> {
         self.mirror.compact(slot);
         let first = self.wal.next_lsn();
         let keep = self.mirror.clone();

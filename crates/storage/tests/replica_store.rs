@@ -6,7 +6,7 @@ use std::path::Path;
 
 use paxos::Ballot;
 use paxos::multi::{Command, Record, Value};
-use storage::{ReplicaStore, SimFs, WalOptions};
+use storage::{ReplicaStore, SimFs, SnapshotOptions, WalOptions};
 
 fn options() -> WalOptions {
     WalOptions {
@@ -28,7 +28,8 @@ fn value(seq: u64) -> Value {
 fn synced_state_survives_a_crash_and_unsynced_may_not() {
     let fs = SimFs::new();
     let dir = Path::new("/n1");
-    let (mut store, restored) = ReplicaStore::open(fs.clone(), dir, options()).expect("open");
+    let (mut store, restored) =
+        ReplicaStore::open(fs.clone(), dir, options(), SnapshotOptions::default()).expect("open");
     assert_eq!(restored.durable.promised, Ballot::ZERO);
     store
         .append(&Record::Promise(Ballot::new(3, 2)))
@@ -51,7 +52,8 @@ fn synced_state_survives_a_crash_and_unsynced_may_not() {
         .expect("append");
     drop(store);
     fs.crash(7);
-    let (_, restored) = ReplicaStore::open(fs, dir, options()).expect("reopen");
+    let (_, restored) =
+        ReplicaStore::open(fs, dir, options(), SnapshotOptions::default()).expect("reopen");
     assert_eq!(restored.durable.promised, Ballot::new(3, 2));
     assert_eq!(
         restored.durable.accepted.get(&1),
@@ -66,7 +68,8 @@ fn synced_state_survives_a_crash_and_unsynced_may_not() {
 fn a_checkpoint_keeps_the_promise_and_the_slots_after_it() {
     let fs = SimFs::new();
     let dir = Path::new("/n1");
-    let (mut store, _) = ReplicaStore::open(fs.clone(), dir, options()).expect("open");
+    let (mut store, _) =
+        ReplicaStore::open(fs.clone(), dir, options(), SnapshotOptions::default()).expect("open");
     store
         .append(&Record::Promise(Ballot::new(9, 1)))
         .expect("append");
@@ -93,7 +96,8 @@ fn a_checkpoint_keeps_the_promise_and_the_slots_after_it() {
     assert!(store.segment_count() < before, "old segments dropped");
     drop(store);
     fs.crash(1);
-    let (_, restored) = ReplicaStore::open(fs, dir, options()).expect("reopen");
+    let (_, restored) =
+        ReplicaStore::open(fs, dir, options(), SnapshotOptions::default()).expect("reopen");
     let d = restored.durable;
     assert_eq!(
         d.promised,

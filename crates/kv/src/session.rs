@@ -1,0 +1,140 @@
+//! Exactly-once: the replicated session table (DESIGN.md rule 4).
+//!
+//! Every client command carries `(client_id, seq)`. The table remembers, per
+//! client, the last sequence number applied and its result, so a retry of
+//! that command is answered from the table instead of being applied twice.
+//! It is replicated state: it changes only when commands are applied, goes
+//! into snapshots and the state hash, and forgets clients only by rules
+//! every replica evaluates alike: a client silent for longer than
+//! [`crate::Limits::session_ttl_ms`] of leader-stamped time, or the least
+//! recently active client when the table holds
+//! [`crate::Limits::max_sessions`].
+//!
+//! A retry that arrives after its client was forgotten is applied again:
+//! keep the session TTL well above any client's retry window.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::command::{Applied, ApplyContext, Command, Response};
+use crate::error::KvError;
+use crate::store::Store;
+
+/// A client's identity in the exactly-once table (as `paxos::ClientId`).
+pub type ClientId = u64;
+
+/// What the table remembers about one client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Session {
+    /// Last sequence number applied.
+    pub(crate) seq: u64,
+    /// Leader time of the client's last applied command, in milliseconds.
+    pub(crate) last_ms: u64,
+    /// The result of that command.
+    pub(crate) result: Result<Response, KvError>,
+}
+
+/// The table, with an index by last activity for deterministic forgetting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SessionTable {
+    pub(crate) clients: BTreeMap<ClientId, Session>,
+    by_activity: BTreeSet<(u64, ClientId)>,
+}
+
+impl SessionTable {
+    /// Inserts or replaces a client's entry.
+    pub(crate) fn record(&mut self, client: ClientId, session: Session) {
+        if let Some(old) = self.clients.get(&client) {
+            self.by_activity.remove(&(old.last_ms, client));
+        }
+        self.by_activity.insert((session.last_ms, client));
+        self.clients.insert(client, session);
+        debug_assert_eq!(self.clients.len(), self.by_activity.len());
+    }
+
+    /// Forgets clients silent since before `now_ms - ttl_ms`.
+    fn expire(&mut self, now_ms: u64, ttl_ms: u64) {
+        let cutoff = now_ms.saturating_sub(ttl_ms);
+        while let Some(&(last_ms, client)) = self.by_activity.first() {
+            if last_ms >= cutoff {
+                break;
+            }
+            self.by_activity.pop_first();
+            self.clients.remove(&client);
+        }
+    }
+
+    /// Forgets the least recently active clients beyond `max` entries.
+    fn bound(&mut self, max: usize) {
+        while self.clients.len() > max {
+            let Some((_, client)) = self.by_activity.pop_first() else {
+                break;
+            };
+            self.clients.remove(&client);
+        }
+    }
+
+    /// Number of clients remembered.
+    pub(crate) fn len(&self) -> usize {
+        self.clients.len()
+    }
+}
+
+/// What [`Store::apply_session`] did with a client command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionOutcome {
+    /// First time this `(client, seq)` was seen: the command was applied
+    /// (or refused) and the result remembered.
+    Applied(Result<Applied, KvError>),
+    /// A retry of the client's last command: not applied again; here is the
+    /// remembered result (its events went out the first time).
+    Duplicate(Result<Response, KvError>),
+    /// Older than the client's last command, whose answer is all the table
+    /// keeps: not applied. The client has already moved on; drop it.
+    Stale {
+        /// The client's last applied sequence number.
+        latest_seq: u64,
+    },
+}
+
+impl Store {
+    /// Applies a client command exactly once (DESIGN.md rule 4).
+    pub fn apply_session(
+        &mut self,
+        client: ClientId,
+        seq: u64,
+        cmd: &Command,
+        ctx: ApplyContext,
+    ) -> SessionOutcome {
+        let now_ms = self.clock_ms.max(ctx.now_ms);
+        self.sessions.expire(now_ms, self.limits.session_ttl_ms);
+        if let Some(session) = self.sessions.clients.get(&client) {
+            if seq == session.seq {
+                return SessionOutcome::Duplicate(session.result.clone());
+            }
+            if seq < session.seq {
+                return SessionOutcome::Stale {
+                    latest_seq: session.seq,
+                };
+            }
+        }
+        let result = self.apply(cmd, ctx);
+        self.sessions.record(
+            client,
+            Session {
+                seq,
+                last_ms: now_ms,
+                result: result
+                    .as_ref()
+                    .map(|a| a.response.clone())
+                    .map_err(Clone::clone),
+            },
+        );
+        self.sessions.bound(self.limits.max_sessions);
+        SessionOutcome::Applied(result)
+    }
+
+    /// Number of clients the exactly-once table remembers.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}

@@ -1,0 +1,264 @@
+//! Snapshot, restore, and the state hash.
+//!
+//! A snapshot is the whole replicated state in one canonical byte string:
+//! everything is written in key or id order, so two replicas that applied
+//! the same commands produce the same bytes. The state hash is the FNV-1a
+//! hash of those bytes (computed without building them), and it is also the
+//! snapshot's trailing checksum. Indexes that can be derived (the change
+//! log, lease key sets, deadline and activity orders) are rebuilt on
+//! restore rather than stored.
+//!
+//! Layout (format 1): magic `SYNODKV\0`, format byte; revision, compact
+//! revision, clock, next lease id; leases (id, ttl, deadline); keys (key,
+//! versions: mod revision, sub, create revision, version, lease, value);
+//! sessions (client, seq, last activity, result); 8-byte checksum.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use crate::codec::{Dec, DecodeError, Enc, Fnv64, Sink, Wire};
+use crate::lease::Lessor;
+use crate::limits::Limits;
+use crate::session::{Session, SessionTable};
+use crate::store::{Change, Key, NONE, Record, Store};
+use crate::types::NO_LEASE;
+use crate::values::{ValueRef, Values};
+
+const MAGIC: &[u8; 8] = b"SYNODKV\0";
+/// The snapshot format this version writes and reads.
+pub const SNAPSHOT_FORMAT: u8 = 1;
+
+/// Why a snapshot could not be restored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not a snapshot of this store.
+    #[error("not a kv snapshot")]
+    BadMagic,
+    /// A snapshot format this version does not read.
+    #[error("unsupported snapshot format {0}")]
+    UnsupportedFormat(u8),
+    /// The checksum does not match: the bytes were damaged.
+    #[error("snapshot checksum mismatch")]
+    Checksum,
+    /// The bytes do not decode.
+    #[error("snapshot does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// The bytes decode but break an invariant of the state.
+    #[error("snapshot is inconsistent: {0}")]
+    Inconsistent(&'static str),
+}
+
+impl Store {
+    fn write_state<S: Sink>(&self, sink: &mut S) {
+        let mut e = Enc::new(sink);
+        e.raw(MAGIC);
+        e.u8(SNAPSHOT_FORMAT);
+        e.i64(self.revision);
+        e.i64(self.compact_revision);
+        e.u64(self.clock_ms);
+        e.i64(self.lessor.next_id);
+        e.len(self.lessor.leases.len());
+        for (&id, lease) in &self.lessor.leases {
+            e.i64(id);
+            e.i64(lease.ttl_s);
+            e.u64(lease.expiry_ms);
+        }
+        e.len(self.index.len());
+        let mut versions: Vec<&Record> = Vec::new();
+        for (key, latest) in &self.index {
+            e.bytes(key);
+            versions.clear();
+            versions.extend(self.chain(latest));
+            e.len(versions.len());
+            for r in versions.iter().rev() {
+                e.i64(r.mod_revision);
+                e.u64(u64::from(r.sub));
+                e.i64(r.create_revision);
+                e.i64(r.version);
+                e.i64(r.lease);
+                e.bytes(self.value(r));
+            }
+        }
+        e.len(self.sessions.clients.len());
+        for (&client, s) in &self.sessions.clients {
+            e.u64(client);
+            e.u64(s.seq);
+            e.u64(s.last_ms);
+            s.result.encode(&mut e);
+        }
+    }
+
+    /// The whole state as bytes, identical on every replica that applied
+    /// the same commands. Limits are configuration, not state: they are not
+    /// included.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_state(&mut out);
+        let mut hash = Fnv64::default();
+        hash.put(&out);
+        out.extend_from_slice(&hash.0.to_le_bytes());
+        out
+    }
+
+    /// A digest of the whole replicated state: equal on replicas that
+    /// applied the same commands (the simulator compares it). Equals the
+    /// checksum at the end of [`Store::snapshot`].
+    pub fn state_hash(&self) -> u64 {
+        let mut hash = Fnv64::default();
+        self.write_state(&mut hash);
+        hash.0
+    }
+
+    /// Rebuilds a store from [`Store::snapshot`] bytes, checking the
+    /// checksum and every invariant; never panics on bad bytes.
+    pub fn restore(bytes: &[u8], limits: Limits) -> Result<Store, SnapshotError> {
+        let body_len = bytes
+            .len()
+            .checked_sub(8)
+            .ok_or(SnapshotError::Decode(DecodeError::Truncated))?;
+        let (body, sum) = bytes.split_at(body_len);
+        let mut hash = Fnv64::default();
+        hash.put(body);
+        if sum != hash.0.to_le_bytes() {
+            return Err(SnapshotError::Checksum);
+        }
+        let mut d = Dec::new(body);
+        if d.raw(MAGIC.len())? != MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        let format = d.u8()?;
+        if format != SNAPSHOT_FORMAT {
+            return Err(SnapshotError::UnsupportedFormat(format));
+        }
+        let bad = SnapshotError::Inconsistent;
+        let revision = d.i64()?;
+        let compact_revision = d.i64()?;
+        if revision < 1
+            || revision == i64::MAX
+            || compact_revision < 0
+            || compact_revision > revision
+        {
+            return Err(bad("revisions"));
+        }
+        let clock_ms = d.u64()?;
+        let mut lessor = Lessor::default();
+        lessor.next_id = d.i64()?;
+        let lease_count = d.count(3)?;
+        let mut last_id = None;
+        for _ in 0..lease_count {
+            let id = d.i64()?;
+            let ttl_s = d.i64()?;
+            let expiry_ms = d.u64()?;
+            if id == NO_LEASE || last_id.is_some_and(|last| last >= id) {
+                return Err(bad("lease ids"));
+            }
+            last_id = Some(id);
+            lessor.insert(id, ttl_s, expiry_ms);
+        }
+
+        let mut index: BTreeMap<Key, Record> = BTreeMap::new();
+        let mut history: Vec<Record> = Vec::new();
+        let mut values = Values::default();
+        let mut changes: Vec<Change> = Vec::new();
+        let key_count = d.count(2)?;
+        for _ in 0..key_count {
+            let key: Key = Arc::from(d.slice()?);
+            if key.is_empty() || index.last_key_value().is_some_and(|(last, _)| *last >= key) {
+                return Err(bad("keys"));
+            }
+            let n = d.count(6)?;
+            let mut latest: Option<Record> = None;
+            for _ in 0..n {
+                let mut r = Record {
+                    mod_revision: d.i64()?,
+                    sub: d.u32()?,
+                    create_revision: d.i64()?,
+                    version: d.i64()?,
+                    lease: d.i64()?,
+                    value: ValueRef::default(),
+                    prev: NONE,
+                };
+                let value = d.slice()?;
+                check_record(&r, value, revision)?;
+                r.value = values.store(value);
+                if let Some(older) = latest {
+                    if (older.mod_revision, older.sub) >= (r.mod_revision, r.sub) {
+                        return Err(bad("history order"));
+                    }
+                    r.prev = history.len() as u64;
+                    history.push(older);
+                }
+                if r.mod_revision >= compact_revision {
+                    changes.push(Change {
+                        main: r.mod_revision,
+                        sub: r.sub,
+                        key: Arc::clone(&key),
+                    });
+                }
+                latest = Some(r);
+            }
+            let latest = latest.ok_or(bad("empty history"))?;
+            if !latest.is_tombstone() && latest.lease != NO_LEASE {
+                if !lessor.contains(latest.lease) {
+                    return Err(bad("key attached to a missing lease"));
+                }
+                lessor.attach(latest.lease, Arc::clone(&key));
+            }
+            index.insert(key, latest);
+        }
+        changes.sort_by_key(|c| (c.main, c.sub));
+
+        let mut sessions = SessionTable::default();
+        let session_count = d.count(4)?;
+        for _ in 0..session_count {
+            let client = d.u64()?;
+            if sessions
+                .clients
+                .last_key_value()
+                .is_some_and(|(&last, _)| last >= client)
+            {
+                return Err(bad("session ids"));
+            }
+            let seq = d.u64()?;
+            let last_ms = d.u64()?;
+            let result = <Result<crate::command::Response, crate::error::KvError>>::decode(&mut d)?;
+            sessions.record(
+                client,
+                Session {
+                    seq,
+                    last_ms,
+                    result,
+                },
+            );
+        }
+        d.finish()?;
+        Ok(Store {
+            limits,
+            index,
+            history,
+            history_dead: 0,
+            values,
+            changes: VecDeque::from(changes),
+            revision,
+            compact_revision,
+            clock_ms,
+            lessor,
+            sessions,
+        })
+    }
+}
+
+fn check_record(r: &Record, value: &[u8], revision: i64) -> Result<(), SnapshotError> {
+    let bad = SnapshotError::Inconsistent;
+    if r.mod_revision < 1 || r.mod_revision > revision {
+        return Err(bad("mod revision"));
+    }
+    if r.is_tombstone() {
+        if r.create_revision != 0 || r.lease != NO_LEASE || !value.is_empty() {
+            return Err(bad("tombstone"));
+        }
+    } else if r.version < 1 || r.create_revision < 1 || r.create_revision > r.mod_revision {
+        return Err(bad("version or create revision"));
+    }
+    Ok(())
+}
