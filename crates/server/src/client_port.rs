@@ -1,0 +1,241 @@
+//! The client port: gRPC and plain HTTP on one address.
+//!
+//! etcd serves its gRPC API, `/health` and `/metrics` on the same client
+//! URL, and tools expect that (`curl http://host:2379/health` next to
+//! `etcdctl --endpoints host:2379`). Each accepted connection is served by
+//! hyper's automatic HTTP/1 + HTTP/2 builder: gRPC clients open with the
+//! HTTP/2 preface (cleartext, prior knowledge) and reach the tonic services;
+//! HTTP/1.1 requests reach the plain routes.
+//!
+//! [`router`] joins the gRPC services and the plain routes; [`serve`] runs the
+//! accept loop, bounded by [`ClientPortConfig::connections_max`], until its
+//! shutdown future completes.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use http::{StatusCode, header};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+/// Renders the Prometheus text served at `/metrics`; supplied by the node.
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Tells whether the member is healthy, for `/health`; supplied by the node.
+pub type HealthFn = Arc<dyn Fn() -> Health + Send + Sync>;
+
+/// The answer of `/health`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// The member can serve requests (it has a leader and no alarm).
+    pub healthy: bool,
+    /// Why not, when not healthy.
+    pub reason: String,
+}
+
+impl Health {
+    /// Healthy, with no reason.
+    pub fn ok() -> Self {
+        Health {
+            healthy: true,
+            reason: String::new(),
+        }
+    }
+
+    /// etcd's JSON body: `{"health":"true","reason":""}`.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("{\"health\":\"");
+        out.push_str(if self.healthy { "true" } else { "false" });
+        out.push_str("\",\"reason\":\"");
+        for c in self.reason.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push_str("\"}");
+        out
+    }
+}
+
+/// Bounds of the client port.
+#[derive(Clone, Debug)]
+pub struct ClientPortConfig {
+    /// Connections served at once; the listener stops accepting at the
+    /// bound until one closes.
+    pub connections_max: usize,
+    /// Time an HTTP/1 client may take to send its request headers.
+    pub header_read_timeout_ms: u64,
+    /// On shutdown, time open connections get to finish their requests
+    /// before they are cut.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ClientPortConfig {
+    fn default() -> Self {
+        ClientPortConfig {
+            connections_max: 1024,
+            header_read_timeout_ms: 30_000,
+            drain_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Why the client port stopped serving.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// `connections_max` is zero: nothing could ever be served.
+    #[error("connections_max must be at least 1")]
+    NoConnections,
+}
+
+/// The client port's routes: the gRPC services in `grpc`, plus `/health`
+/// and `/metrics` over plain HTTP.
+pub fn router(grpc: tonic::service::Routes, health: HealthFn, metrics: MetricsFn) -> Router {
+    grpc.into_axum_router()
+        .route(
+            "/health",
+            get(move || {
+                let health = health();
+                let status = if health.healthy {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                async move {
+                    (
+                        status,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        health.to_json(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics();
+                async move {
+                    Ok::<_, Infallible>((
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        body,
+                    ))
+                }
+            }),
+        )
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops
+/// accepting, lets open connections finish for up to `drain_timeout_ms`, and
+/// cuts the rest.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: ClientPortConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    if config.connections_max == 0 {
+        return Err(ServeError::NoConnections);
+    }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms));
+    builder.http2().timer(TokioTimer::new());
+    let slots = Arc::new(Semaphore::new(config.connections_max));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "client port serving gRPC and HTTP");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        // Reap finished connections so their results do not pile up.
+        while connections.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                // The semaphore is never closed.
+                Err(_) => break,
+            },
+        };
+        let (stream, addr) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Typically out of file descriptors: wait rather than spin.
+                    warn!(%error, "client accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Not fatal: only latency suffers.
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        connections.spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%addr, %error, "client connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let drain = Duration::from_millis(config.drain_timeout_ms);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = connections.len(),
+            "client connections did not drain in time: cutting them"
+        );
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_json_matches_etcd_and_escapes_the_reason() {
+        assert_eq!(Health::ok().to_json(), r#"{"health":"true","reason":""}"#);
+        let sick = Health {
+            healthy: false,
+            reason: "no \"leader\"\n".into(),
+        };
+        assert_eq!(
+            sick.to_json(),
+            r#"{"health":"false","reason":"no \"leader\"\u000a"}"#
+        );
+    }
+}

@@ -1,0 +1,893 @@
+//! The peer transport: Paxos envelopes between members over TCP.
+//!
+//! Each member dials every peer and uses that connection to send, and
+//! accepts its peers' connections to receive: two connections per pair, each
+//! one-way after the handshake. That keeps each side simple (a writer task
+//! per peer, a reader task per inbound connection) and means a member's
+//! messages to a peer never wait behind the peer's messages to it.
+//!
+//! - Membership is proved on connect ([`wire`]): a process without the
+//!   cluster token, or whose id is not a member, is refused and logged, and
+//!   none of its bytes reach the core.
+//! - Every frame read is bounded ([`TransportConfig::frame_bytes_max`]); a
+//!   frame too large, truncated, undecodable, or claiming another sender
+//!   closes that connection only.
+//! - Every queue is bounded: the outbound queue of each peer drops its oldest
+//!   frames when full (counted in [`PeerMetrics::frames_dropped`]), and the
+//!   inbound channel to the core pushes back on the sockets when full.
+//! - A lost connection is redialled with exponential backoff and jitter,
+//!   bounded by [`TransportConfig::reconnect_backoff_ms_max`].
+//!
+//! Loss, duplication and reordering across reconnects are left to the
+//! protocol, which tolerates all three.
+
+mod metrics;
+mod queue;
+pub mod wire;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paxos::NodeId;
+use paxos::multi::Envelope;
+use paxos::multi::codec::{decode_envelope, encode_envelope};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, info, warn};
+
+use metrics::{InboundCounters, PeerCounters, bump, read};
+pub use metrics::{PeerMetrics, TransportMetrics};
+use queue::FrameQueue;
+
+/// The largest frame [`TransportConfig::frame_bytes_max`] may allow.
+pub const FRAME_BYTES_HARD_MAX: u32 = 256 << 20;
+
+/// How to run the transport. Build one with [`TransportConfig::new`], which
+/// fills in the bounds, and adjust fields as needed.
+#[derive(Clone)]
+pub struct TransportConfig {
+    /// This member's id.
+    pub me: NodeId,
+    /// Where to accept peers' connections.
+    pub listen: SocketAddr,
+    /// Every member's peer address. An entry for `me` is ignored; the keys
+    /// other than `me` are the members allowed to connect.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The secret shared by the cluster's members; proves membership.
+    pub token: String,
+    /// Frames a peer's outbound queue holds before dropping its oldest.
+    pub queue_frames_max: usize,
+    /// Bytes a peer's outbound queue holds before dropping its oldest
+    /// frames; at least one largest frame.
+    pub queue_bytes_max: usize,
+    /// Envelopes waiting for the core before inbound connections stop
+    /// reading (pushing back on the senders).
+    pub inbound_envelopes_max: usize,
+    /// Largest frame payload sent or accepted; a peer announcing more is
+    /// disconnected.
+    pub frame_bytes_max: u32,
+    /// Time a handshake (dial included) may take.
+    pub handshake_timeout_ms: u64,
+    /// Time one batch of writes may take before the connection is deemed
+    /// stuck and redialled.
+    pub write_timeout_ms: u64,
+    /// First delay before redialling a peer.
+    pub reconnect_backoff_ms_min: u64,
+    /// Longest delay between redials of a peer.
+    pub reconnect_backoff_ms_max: u64,
+    /// Inbound connections still in their handshake; more are closed at
+    /// once, so strangers cannot tie up the listener.
+    pub handshakes_pending_max: usize,
+    /// Frames written per batch before the writer flushes.
+    pub write_batch_frames_max: usize,
+}
+
+impl TransportConfig {
+    /// A configuration with the default bounds: 16 MiB frames, 4096-frame
+    /// and 64 MiB queues, 50 ms to 5 s redial backoff.
+    pub fn new(
+        me: NodeId,
+        listen: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        token: impl Into<String>,
+    ) -> Self {
+        TransportConfig {
+            me,
+            listen,
+            peers,
+            token: token.into(),
+            queue_frames_max: 4096,
+            queue_bytes_max: 64 << 20,
+            inbound_envelopes_max: 4096,
+            frame_bytes_max: 16 << 20,
+            handshake_timeout_ms: 5_000,
+            write_timeout_ms: 10_000,
+            reconnect_backoff_ms_min: 50,
+            reconnect_backoff_ms_max: 5_000,
+            handshakes_pending_max: 64,
+            write_batch_frames_max: 256,
+        }
+    }
+
+    fn validate(&self) -> Result<(), StartError> {
+        if self.token.is_empty() {
+            return Err(StartError::EmptyToken);
+        }
+        let positive = [
+            ("queue_frames_max", self.queue_frames_max as u64),
+            ("inbound_envelopes_max", self.inbound_envelopes_max as u64),
+            ("frame_bytes_max", u64::from(self.frame_bytes_max)),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("write_timeout_ms", self.write_timeout_ms),
+            ("reconnect_backoff_ms_min", self.reconnect_backoff_ms_min),
+            ("handshakes_pending_max", self.handshakes_pending_max as u64),
+            ("write_batch_frames_max", self.write_batch_frames_max as u64),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(StartError::Zero(name));
+        }
+        if self.frame_bytes_max > FRAME_BYTES_HARD_MAX {
+            return Err(StartError::FrameLimit(self.frame_bytes_max));
+        }
+        let frame_max = self.frame_bytes_max as usize + wire::LENGTH_PREFIX_BYTES;
+        if self.queue_bytes_max < frame_max {
+            return Err(StartError::QueueSmallerThanFrame {
+                queue_bytes_max: self.queue_bytes_max,
+                frame_bytes_max: self.frame_bytes_max,
+            });
+        }
+        if self.reconnect_backoff_ms_max < self.reconnect_backoff_ms_min {
+            return Err(StartError::Backoff);
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the token.
+        f.debug_struct("TransportConfig")
+            .field("me", &self.me)
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .field("token", &"<redacted>")
+            .field("queue_frames_max", &self.queue_frames_max)
+            .field("queue_bytes_max", &self.queue_bytes_max)
+            .field("inbound_envelopes_max", &self.inbound_envelopes_max)
+            .field("frame_bytes_max", &self.frame_bytes_max)
+            .field("handshake_timeout_ms", &self.handshake_timeout_ms)
+            .field("write_timeout_ms", &self.write_timeout_ms)
+            .field("reconnect_backoff_ms_min", &self.reconnect_backoff_ms_min)
+            .field("reconnect_backoff_ms_max", &self.reconnect_backoff_ms_max)
+            .field("handshakes_pending_max", &self.handshakes_pending_max)
+            .field("write_batch_frames_max", &self.write_batch_frames_max)
+            .finish()
+    }
+}
+
+/// Why the transport could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// An empty token would let anyone in.
+    #[error("the cluster token is empty")]
+    EmptyToken,
+    /// A bound is zero.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// The frame limit is above [`FRAME_BYTES_HARD_MAX`].
+    #[error("frame_bytes_max {0} is above the hard limit {FRAME_BYTES_HARD_MAX}")]
+    FrameLimit(u32),
+    /// A queue could not hold even one largest frame.
+    #[error(
+        "queue_bytes_max {queue_bytes_max} cannot hold one frame of frame_bytes_max {frame_bytes_max}"
+    )]
+    QueueSmallerThanFrame {
+        /// The queue bound.
+        queue_bytes_max: usize,
+        /// The frame bound.
+        frame_bytes_max: u32,
+    },
+    /// The backoff bounds are upside down.
+    #[error("reconnect_backoff_ms_max is below reconnect_backoff_ms_min")]
+    Backoff,
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Why an envelope was not queued. The caller keeps its envelope (it was
+/// lent), so it can log it or try elsewhere.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum SendError {
+    /// The recipient is not a peer of this member (or is this member).
+    #[error("member {0} is not a peer of this member")]
+    UnknownPeer(NodeId),
+    /// The envelope claims another sender; peers would drop the connection.
+    #[error("envelope is from {from}, but this member is {me}")]
+    NotFromMe {
+        /// The envelope's sender.
+        from: NodeId,
+        /// This member.
+        me: NodeId,
+    },
+    /// The encoded envelope is above the frame limit; peers would refuse it.
+    #[error("encoded envelope of {len} bytes is above the frame limit of {max} bytes")]
+    TooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// The transport was shut down.
+    #[error("the transport is shut down")]
+    Closed,
+}
+
+/// Starts transports.
+#[derive(Debug)]
+pub struct Transport;
+
+impl Transport {
+    /// Binds `config.listen` and starts the transport: a listener task and
+    /// one writer task per peer. Returns the handle to send with and the
+    /// channel of envelopes received, bounded by `inbound_envelopes_max`.
+    pub async fn start(
+        config: TransportConfig,
+    ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
+        config.validate()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Self::start_on(listener, config).await
+    }
+
+    /// Like [`Transport::start`] on a listener already bound (`config.listen`
+    /// is ignored): lets tests bind port 0 for every member first.
+    pub async fn start_on(
+        listener: TcpListener,
+        config: TransportConfig,
+    ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
+        config.validate()?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_envelopes_max);
+        let members: BTreeSet<NodeId> = config
+            .peers
+            .keys()
+            .copied()
+            .filter(|id| *id != config.me)
+            .collect();
+        let peers: BTreeMap<NodeId, Arc<Peer>> = config
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != config.me)
+            .map(|(id, addr)| {
+                let peer = Peer {
+                    id: *id,
+                    addr: *addr,
+                    queue: FrameQueue::new(config.queue_frames_max, config.queue_bytes_max),
+                    counters: PeerCounters::default(),
+                };
+                (*id, Arc::new(peer))
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            me: config.me,
+            token: config.token.clone().into_bytes(),
+            members,
+            config,
+            inbound_tx,
+            inbound: InboundCounters::default(),
+            authenticated: Mutex::new(HashMap::new()),
+            connection_serial: AtomicU64::new(0),
+        });
+
+        let mut tasks = Vec::with_capacity(peers.len() + 1);
+        tasks.push(tokio::spawn(run_listener(listener, Arc::clone(&shared))));
+        for peer in peers.values() {
+            tasks.push(tokio::spawn(run_dialer(
+                Arc::clone(&shared),
+                Arc::clone(peer),
+            )));
+        }
+        info!(me = shared.me, %local_addr, peers = peers.len(), "peer transport started");
+        let inner = Inner {
+            shared,
+            peers,
+            local_addr,
+            closed: AtomicBool::new(false),
+            tasks: Mutex::new(tasks),
+        };
+        Ok((
+            TransportHandle {
+                inner: Arc::new(inner),
+            },
+            inbound_rx,
+        ))
+    }
+}
+
+/// Sends envelopes to peers and reports on the transport. Cheap to clone;
+/// when the last clone is dropped the transport stops.
+#[derive(Clone, Debug)]
+pub struct TransportHandle {
+    inner: Arc<Inner>,
+}
+
+impl TransportHandle {
+    /// Queues an envelope for its recipient without waiting. A full queue
+    /// drops its oldest frame to make room (counted, not an error): a peer
+    /// that is down must not make this member wait or grow.
+    pub fn send(&self, envelope: &Envelope) -> Result<(), SendError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let me = inner.shared.me;
+        if envelope.from != me {
+            return Err(SendError::NotFromMe {
+                from: envelope.from,
+                me,
+            });
+        }
+        let peer = inner
+            .peers
+            .get(&envelope.to)
+            .ok_or(SendError::UnknownPeer(envelope.to))?;
+        // Encode straight behind a placeholder prefix: one buffer, no copy.
+        let mut frame = vec![0u8; wire::LENGTH_PREFIX_BYTES];
+        encode_envelope(envelope, &mut frame);
+        let len = frame.len() - wire::LENGTH_PREFIX_BYTES;
+        let max = inner.shared.config.frame_bytes_max;
+        let prefix = match u32::try_from(len) {
+            Ok(prefix) if prefix <= max => prefix,
+            _ => return Err(SendError::TooLarge { len, max }),
+        };
+        frame[..wire::LENGTH_PREFIX_BYTES].copy_from_slice(&prefix.to_le_bytes());
+        let dropped = peer.queue.push(frame);
+        if dropped > 0 {
+            debug!(
+                peer = peer.id,
+                dropped, "peer queue full: dropped oldest frames"
+            );
+        }
+        Ok(())
+    }
+
+    /// Frames queued for each peer now.
+    pub fn queue_depths(&self) -> BTreeMap<NodeId, usize> {
+        self.inner
+            .peers
+            .iter()
+            .map(|(id, peer)| (*id, peer.queue.depth().0))
+            .collect()
+    }
+
+    /// A snapshot of every counter.
+    pub fn metrics(&self) -> TransportMetrics {
+        let inner = &self.inner;
+        let peers = inner
+            .peers
+            .iter()
+            .map(|(id, peer)| {
+                let (queue_frames, queue_bytes) = peer.queue.depth();
+                let c = &peer.counters;
+                let metrics = PeerMetrics {
+                    connected: c.connected.load(Ordering::Relaxed),
+                    queue_frames,
+                    queue_bytes,
+                    frames_dropped: peer.queue.dropped_frames(),
+                    frames_sent: read(&c.frames_sent),
+                    bytes_sent: read(&c.bytes_sent),
+                    connects: read(&c.connects),
+                    connect_failures: read(&c.connect_failures),
+                    write_failures: read(&c.write_failures),
+                };
+                (*id, metrics)
+            })
+            .collect();
+        let c = &inner.shared.inbound;
+        TransportMetrics {
+            peers,
+            frames_received: read(&c.frames_received),
+            bytes_received: read(&c.bytes_received),
+            handshakes_refused: read(&c.handshakes_refused),
+            connections_busy: read(&c.connections_busy),
+            frame_errors: read(&c.frame_errors),
+            decode_errors: read(&c.decode_errors),
+            misaddressed: read(&c.misaddressed),
+        }
+    }
+
+    /// The address the listener is bound to (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// This member's id.
+    pub fn me(&self) -> NodeId {
+        self.inner.shared.me
+    }
+
+    /// Stops every task and closes every connection and the listener; once
+    /// it returns the listen port can be bound again. Later sends fail with
+    /// [`SendError::Closed`].
+    pub async fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let tasks = std::mem::take(&mut *self.inner.tasks());
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            // Cancelled tasks report a JoinError; nothing else to learn.
+            let _ = task.await;
+        }
+        info!(me = self.inner.shared.me, "peer transport stopped");
+    }
+}
+
+/// What the handle owns; dropping it stops the tasks.
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    peers: BTreeMap<NodeId, Arc<Peer>>,
+    local_addr: SocketAddr,
+    closed: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in self.tasks().iter() {
+            task.abort();
+        }
+    }
+}
+
+/// State the tasks share.
+#[derive(Debug)]
+struct Shared {
+    me: NodeId,
+    token: Vec<u8>,
+    members: BTreeSet<NodeId>,
+    config: TransportConfig,
+    inbound_tx: mpsc::Sender<Envelope>,
+    inbound: InboundCounters,
+    /// The current inbound connection of each member, so a newer one (the
+    /// peer restarted or redialled) retires the older: at most one per
+    /// member.
+    authenticated: Mutex<HashMap<NodeId, (u64, Arc<Notify>)>>,
+    connection_serial: AtomicU64,
+}
+
+impl Shared {
+    fn authenticated(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (u64, Arc<Notify>)>> {
+        self.authenticated
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One peer's outbound side.
+#[derive(Debug)]
+struct Peer {
+    id: NodeId,
+    addr: SocketAddr,
+    queue: FrameQueue,
+    counters: PeerCounters,
+}
+
+// ------------------------------------------------------------------ outbound
+
+/// Exponential backoff with "equal jitter": each delay is drawn from
+/// [base/2, base], and base doubles up to the maximum. The jitter keeps
+/// members that lost a peer at the same moment from redialling in step.
+struct Backoff {
+    base_ms: u64,
+    min_ms: u64,
+    max_ms: u64,
+    rng: u64,
+}
+
+impl Backoff {
+    fn new(min_ms: u64, max_ms: u64, seed: u64) -> Self {
+        Backoff {
+            base_ms: min_ms,
+            min_ms,
+            max_ms,
+            rng: seed | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.base_ms = self.min_ms;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        // xorshift64: jitter needs spread, not secrecy.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = self.base_ms / 2;
+        let delay_ms = half + self.rng % (self.base_ms - half + 1);
+        self.base_ms = self.base_ms.saturating_mul(2).min(self.max_ms);
+        Duration::from_millis(delay_ms)
+    }
+}
+
+fn jitter_seed(me: NodeId, peer: NodeId) -> u64 {
+    let mut seed = [0u8; 8];
+    match getrandom::fill(&mut seed) {
+        Ok(()) => u64::from_le_bytes(seed),
+        // Without OS randomness, members still differ by id.
+        Err(_) => me.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ peer,
+    }
+}
+
+/// Keeps one peer connected and drains its queue into the connection.
+async fn run_dialer(shared: Arc<Shared>, peer: Arc<Peer>) {
+    let config = &shared.config;
+    let mut backoff = Backoff::new(
+        config.reconnect_backoff_ms_min,
+        config.reconnect_backoff_ms_max,
+        jitter_seed(shared.me, peer.id),
+    );
+    let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
+    // Log the first failure of a streak loudly, the rest quietly.
+    let mut failing = false;
+    loop {
+        let dialed = tokio::time::timeout(handshake_timeout, dial(&shared, &peer)).await;
+        match dialed {
+            Ok(Ok(stream)) => {
+                backoff.reset();
+                failing = false;
+                bump(&peer.counters.connects);
+                peer.counters.connected.store(true, Ordering::Relaxed);
+                info!(me = shared.me, peer = peer.id, addr = %peer.addr, "connected to peer");
+                let ended = pump(&shared, &peer, stream).await;
+                peer.counters.connected.store(false, Ordering::Relaxed);
+                warn!(me = shared.me, peer = peer.id, reason = %ended, "lost connection to peer");
+            }
+            Ok(Err(error)) => {
+                bump(&peer.counters.connect_failures);
+                if failing {
+                    debug!(me = shared.me, peer = peer.id, addr = %peer.addr, %error, "cannot reach peer");
+                } else {
+                    warn!(me = shared.me, peer = peer.id, addr = %peer.addr, %error, "cannot reach peer");
+                }
+                failing = true;
+            }
+            Err(_) => {
+                bump(&peer.counters.connect_failures);
+                if !failing {
+                    warn!(me = shared.me, peer = peer.id, addr = %peer.addr, "peer dial timed out");
+                }
+                failing = true;
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Why a dial failed.
+#[derive(Debug, Error)]
+enum DialError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(#[from] wire::HandshakeError),
+}
+
+async fn dial(shared: &Shared, peer: &Peer) -> Result<TcpStream, DialError> {
+    let mut stream = TcpStream::connect(peer.addr)
+        .await
+        .map_err(DialError::Connect)?;
+    // Paxos messages are small and latency-bound.
+    stream.set_nodelay(true).map_err(DialError::Connect)?;
+    wire::dial(&mut stream, shared.me, peer.id, &shared.token).await?;
+    Ok(stream)
+}
+
+/// Why an outbound connection ended.
+#[derive(Debug, Error)]
+enum PumpEnd {
+    #[error("peer closed the connection")]
+    ClosedByPeer,
+    #[error("peer sent data on a send-only connection")]
+    UnexpectedData,
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    #[error("write stalled beyond the write timeout")]
+    WriteTimeout,
+}
+
+/// Writes queued frames until the connection fails. Also watches the read
+/// side: the acceptor never writes after the handshake, so any read result
+/// means the connection is gone (or broken), and the dialer redials at once
+/// rather than finding out on the next write.
+async fn pump(shared: &Shared, peer: &Peer, stream: TcpStream) -> PumpEnd {
+    let config = &shared.config;
+    let write_timeout = Duration::from_millis(config.write_timeout_ms);
+    let (mut read_half, write_half) = stream.into_split();
+    let mut writer = BufWriter::with_capacity(64 << 10, write_half);
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(config.write_batch_frames_max);
+    let mut probe = [0u8; 1];
+    loop {
+        // Drain first: frames queued while disconnected go out now, and a
+        // wake-up consumed by a previous connection is not needed.
+        loop {
+            batch.clear();
+            peer.queue
+                .pop_batch(&mut batch, config.write_batch_frames_max);
+            if batch.is_empty() {
+                break;
+            }
+            let write = async {
+                for frame in &batch {
+                    writer.write_all(frame).await?;
+                }
+                writer.flush().await
+            };
+            match tokio::time::timeout(write_timeout, write).await {
+                Ok(Ok(())) => {
+                    let bytes: usize = batch.iter().map(Vec::len).sum();
+                    peer.counters
+                        .frames_sent
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    peer.counters
+                        .bytes_sent
+                        .fetch_add(bytes as u64, Ordering::Relaxed);
+                }
+                Ok(Err(error)) => {
+                    bump(&peer.counters.write_failures);
+                    return PumpEnd::Write(error);
+                }
+                Err(_) => {
+                    bump(&peer.counters.write_failures);
+                    return PumpEnd::WriteTimeout;
+                }
+            }
+        }
+        tokio::select! {
+            () = peer.queue.ready() => {}
+            read = read_half.read(&mut probe) => {
+                return match read {
+                    Ok(0) => PumpEnd::ClosedByPeer,
+                    Ok(_) => PumpEnd::UnexpectedData,
+                    Err(error) => PumpEnd::Write(error),
+                };
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------- inbound
+
+/// Accepts peers' connections; each gets its own task, all owned here so
+/// they end with the listener.
+async fn run_listener(listener: TcpListener, shared: Arc<Shared>) {
+    let pending = Arc::new(Semaphore::new(shared.config.handshakes_pending_max));
+    let mut connections = JoinSet::new();
+    loop {
+        // Reap finished connections so their results do not pile up.
+        while connections.try_join_next().is_some() {}
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
+                        bump(&shared.inbound.connections_busy);
+                        warn!(me = shared.me, %addr, "too many pending peer handshakes: closing connection");
+                        continue;
+                    };
+                    connections.spawn(serve_inbound(Arc::clone(&shared), stream, addr, permit));
+                }
+                Err(error) => {
+                    // Typically out of file descriptors: wait rather than spin.
+                    warn!(me = shared.me, %error, "peer accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Removes a member's connection from the registry when its task ends,
+/// unless a newer connection already replaced it.
+struct Registered<'a> {
+    shared: &'a Shared,
+    peer: NodeId,
+    serial: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let mut authenticated = self.shared.authenticated();
+        if authenticated
+            .get(&self.peer)
+            .is_some_and(|(serial, _)| *serial == self.serial)
+        {
+            authenticated.remove(&self.peer);
+        }
+    }
+}
+
+/// Authenticates one inbound connection, then delivers its envelopes to the
+/// core until it ends. Any error ends this connection only.
+async fn serve_inbound(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let me = shared.me;
+    // Not fatal: only latency suffers.
+    let _ = stream.set_nodelay(true);
+    let timeout = Duration::from_millis(shared.config.handshake_timeout_ms);
+    let handshake = wire::accept(&mut stream, me, &shared.members, &shared.token);
+    let peer = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(peer)) => peer,
+        Ok(Err(error)) => {
+            bump(&shared.inbound.handshakes_refused);
+            warn!(me, %addr, %error, "refused peer connection");
+            return;
+        }
+        Err(_) => {
+            bump(&shared.inbound.handshakes_refused);
+            warn!(me, %addr, "refused peer connection: handshake timed out");
+            return;
+        }
+    };
+    drop(permit);
+
+    let serial = shared.connection_serial.fetch_add(1, Ordering::Relaxed);
+    let retire = Arc::new(Notify::new());
+    let previous = shared
+        .authenticated()
+        .insert(peer, (serial, Arc::clone(&retire)));
+    if let Some((_, older)) = previous {
+        older.notify_one();
+    }
+    let _registered = Registered {
+        shared: &shared,
+        peer,
+        serial,
+    };
+    info!(me, peer, %addr, "peer connected");
+
+    let mut buf = Vec::new();
+    loop {
+        let frame = tokio::select! {
+            frame = wire::read_frame(&mut stream, shared.config.frame_bytes_max, &mut buf) => frame,
+            () = retire.notified() => {
+                debug!(me, peer, %addr, "older connection retired by a newer one");
+                return;
+            }
+        };
+        match frame {
+            Ok(()) => {}
+            Err(wire::FrameError::Closed) => {
+                info!(me, peer, %addr, "peer disconnected");
+                return;
+            }
+            Err(error) => {
+                bump(&shared.inbound.frame_errors);
+                warn!(me, peer, %addr, %error, "closing peer connection: bad frame");
+                return;
+            }
+        }
+        let envelope = match decode_envelope(&buf) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                bump(&shared.inbound.decode_errors);
+                warn!(me, peer, %addr, %error, "closing peer connection: undecodable frame");
+                return;
+            }
+        };
+        if envelope.from != peer || envelope.to != me {
+            bump(&shared.inbound.misaddressed);
+            warn!(
+                me,
+                peer,
+                %addr,
+                from = envelope.from,
+                to = envelope.to,
+                "closing peer connection: envelope does not match the connection"
+            );
+            return;
+        }
+        // Counted before delivery, so whoever holds the envelope sees it
+        // counted.
+        bump(&shared.inbound.frames_received);
+        shared
+            .inbound
+            .bytes_received
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        // Waits while the core is behind: the socket stops being read and
+        // the sender's bounded queue absorbs (and sheds) the excess.
+        if shared.inbound_tx.send(envelope).await.is_err() {
+            debug!(me, "core stopped receiving; closing peer connection");
+            return;
+        }
+        // Keep one huge frame from pinning its buffer for the connection's
+        // life.
+        if buf.capacity() > 1 << 20 {
+            buf = Vec::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_within_bounds_and_resets() {
+        let mut backoff = Backoff::new(50, 1_000, 7);
+        let mut last_base = 0;
+        for _ in 0..20 {
+            let base = backoff.base_ms;
+            let delay = backoff.next_delay().as_millis() as u64;
+            assert!(
+                delay >= base / 2 && delay <= base,
+                "{delay} outside [{}, {base}]",
+                base / 2
+            );
+            assert!(base >= last_base && base <= 1_000);
+            last_base = base;
+        }
+        assert_eq!(backoff.base_ms, 1_000);
+        backoff.reset();
+        assert_eq!(backoff.base_ms, 50);
+    }
+
+    #[test]
+    fn config_refuses_empty_token_and_zero_bounds() {
+        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let config = TransportConfig::new(1, addr, BTreeMap::new(), "");
+        assert!(matches!(config.validate(), Err(StartError::EmptyToken)));
+        let mut config = TransportConfig::new(1, addr, BTreeMap::new(), "t");
+        assert!(config.validate().is_ok());
+        config.queue_frames_max = 0;
+        assert!(matches!(
+            config.validate(),
+            Err(StartError::Zero("queue_frames_max"))
+        ));
+        let mut config = TransportConfig::new(1, addr, BTreeMap::new(), "t");
+        config.queue_bytes_max = 10;
+        assert!(matches!(
+            config.validate(),
+            Err(StartError::QueueSmallerThanFrame { .. })
+        ));
+        assert!(
+            !format!("{config:?}").contains("\"t\""),
+            "token must not be printed"
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! gRPC and plain HTTP/1.1 on one client port, as etcd serves them.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use server::client_port::{self, ClientPortConfig, Health};
+use server::proto::etcdserverpb::kv_client::KvClient;
+use server::proto::etcdserverpb::kv_server::KvServer;
+use server::proto::etcdserverpb::{PutRequest, RangeRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Bounds the whole test so a hang fails instead of running forever.
+const TEST_BOUND: Duration = Duration::from_secs(30);
+
+/// One HTTP/1.1 GET; returns the whole response as text.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: synod\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_grpc_share_one_port() {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let healthy = Arc::new(AtomicBool::new(true));
+    let health: client_port::HealthFn = {
+        let healthy = Arc::clone(&healthy);
+        Arc::new(move || {
+            if healthy.load(Ordering::Relaxed) {
+                Health::ok()
+            } else {
+                Health {
+                    healthy: false,
+                    reason: "no leader".into(),
+                }
+            }
+        })
+    };
+    let metrics: client_port::MetricsFn = Arc::new(|| "synod_test_metric 42\n".to_string());
+    let grpc = tonic::service::Routes::new(KvServer::new(common::MapKv::default()));
+    let router = client_port::router(grpc, health, metrics);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(client_port::serve(
+        listener,
+        router,
+        ClientPortConfig::default(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    tokio::time::timeout(TEST_BOUND, async {
+        let response = http_get(addr, "/health").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains("content-type: application/json")
+        );
+        assert!(
+            response.ends_with(r#"{"health":"true","reason":""}"#),
+            "{response}"
+        );
+
+        healthy.store(false, Ordering::Relaxed);
+        let response = http_get(addr, "/health").await;
+        assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+        assert!(
+            response.ends_with(r#"{"health":"false","reason":"no leader"}"#),
+            "{response}"
+        );
+
+        let response = http_get(addr, "/metrics").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.ends_with("synod_test_metric 42\n"), "{response}");
+
+        // gRPC over HTTP/2 on the same port, while an HTTP/1.1 client also
+        // holds a connection open.
+        let mut idle = TcpStream::connect(addr).await.expect("connect");
+        let mut client = KvClient::connect(format!("http://{addr}"))
+            .await
+            .expect("grpc connect");
+        client
+            .put(PutRequest {
+                key: b"k\0\xff".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("put");
+        let range = client
+            .range(RangeRequest {
+                key: b"k\0\xff".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("range")
+            .into_inner();
+        assert_eq!(range.kvs[0].value, b"v");
+        idle.write_all(b"GET /health HTTP/1.1\r\nHost: synod\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut response = Vec::new();
+        idle.read_to_end(&mut response).await.expect("read");
+        assert!(response.starts_with(b"HTTP/1.1 503"));
+
+        // An unknown gRPC method answers Unimplemented, not an HTTP error.
+        let unknown = http_get(addr, "/nothing-here").await;
+        assert!(unknown.starts_with("HTTP/1.1 200 OK"), "{unknown}");
+        assert!(
+            unknown.to_ascii_lowercase().contains("grpc-status: 12"),
+            "{unknown}"
+        );
+        drop(client);
+    })
+    .await
+    .expect("test finished within its bound");
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(TEST_BOUND, served)
+        .await
+        .expect("serve stopped within its bound")
+        .expect("serve task")
+        .expect("serve ran");
+}
