@@ -9,6 +9,21 @@ SEEDS5=${SYNOD_SIM_SEEDS5:-1..301}
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# What the tests need beyond cargo: Debian's etcdctl (the integration tests
+# drive a real cluster with it) and protoc (the etcd-client crate, used by
+# the Rust client tests, compiles its protos at build time). synod itself
+# needs neither.
+need=()
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+if [ ${#need[@]} -gt 0 ]; then
+  step "installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

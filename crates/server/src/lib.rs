@@ -12,6 +12,8 @@
 //! ([`paxos::multi::Replica`]) and the key-value state machine comes next.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod client_port;
+pub mod node;
 pub mod proto;
 pub mod transport;

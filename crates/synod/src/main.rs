@@ -1,6 +1,7 @@
 //! synod: a Paxos-replicated key-value store, and a laboratory of the
 //! protocols it is built from. This binary is its front door.
 
+mod node_cmd;
 mod sim_cmd;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start a 3-member cluster on loopback (etcd's demo ports) and print
+    /// what to try.
+    Demo(node_cmd::DemoArgs),
+    /// Run one member, configured with etcd's flags.
+    Node(node_cmd::NodeArgs),
     /// Run the deterministic simulator over many seeds, or trace one.
     Sim(sim_cmd::SimArgs),
 }
@@ -27,6 +33,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Node(args) => serve(|| node_cmd::node(args)),
+        Command::Demo(args) => serve(|| node_cmd::demo(args)),
     };
     match result {
         Ok(code) => code,
@@ -35,4 +43,30 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// Runs a server command on a multi-threaded runtime, with logs on stderr
+/// (`SYNOD_LOG=debug` for more).
+fn serve<F, Fut>(run: F) -> anyhow::Result<std::process::ExitCode>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
+{
+    let level = match std::env::var("SYNOD_LOG").as_deref() {
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("error") => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run())
 }

@@ -513,7 +513,30 @@ impl Replica {
 
     // ----- acceptor -----
 
+    /// Whether this replica knows a live leader: it leads, or it heard
+    /// from its leader within an election timeout.
+    fn leader_is_live(&self) -> bool {
+        match self.state {
+            State::Leader(_) => true,
+            State::Candidate(_) => false,
+            State::Follower => {
+                self.leader.is_some() && self.election_elapsed < self.config.election_ticks
+            }
+        }
+    }
+
     fn on_prepare(&mut self, from: NodeId, ballot: Ballot, first_slot: Slot) {
+        if from != self.config.id
+            && ballot > self.promised
+            && Some(from) != self.leader
+            && self.leader_is_live()
+        {
+            // Leader stickiness: while a live leader is known, a candidate
+            // that merely missed its heartbeats (a restarted or partitioned
+            // member) is not promised anything, so it cannot depose a
+            // working leader. Not promising is always safe.
+            return;
+        }
         if ballot < self.promised {
             self.send(
                 from,

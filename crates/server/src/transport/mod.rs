@@ -34,6 +34,13 @@ use std::time::Duration;
 
 use paxos::NodeId;
 use paxos::multi::Envelope;
+
+/// Forward frames received, as `(from, body)`.
+pub type ForwardReceiver = mpsc::Receiver<(NodeId, Vec<u8>)>;
+
+/// First byte of a forward frame. Envelope frames start with the codec's
+/// version byte, which is never this.
+const FORWARD_MARKER: u8 = 0xF0;
 use paxos::multi::codec::{decode_envelope, encode_envelope};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -87,6 +94,10 @@ pub struct TransportConfig {
     pub handshakes_pending_max: usize,
     /// Frames written per batch before the writer flushes.
     pub write_batch_frames_max: usize,
+    /// Drop what is queued for a peer that cannot be reached, instead of
+    /// delivering old frames once it is back: a member that restarts then
+    /// catches up from the leader (by snapshot if it is far behind).
+    pub drop_queue_when_unreachable: bool,
 }
 
 impl TransportConfig {
@@ -113,6 +124,7 @@ impl TransportConfig {
             reconnect_backoff_ms_max: 5_000,
             handshakes_pending_max: 64,
             write_batch_frames_max: 256,
+            drop_queue_when_unreachable: false,
         }
     }
 
@@ -269,6 +281,7 @@ impl Transport {
             source,
         })?;
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_envelopes_max);
+        let (forward_tx, forward_rx) = mpsc::channel(config.inbound_envelopes_max);
         let members: BTreeSet<NodeId> = config
             .peers
             .keys()
@@ -295,6 +308,7 @@ impl Transport {
             members,
             config,
             inbound_tx,
+            forward_tx,
             inbound: InboundCounters::default(),
             authenticated: Mutex::new(HashMap::new()),
             connection_serial: AtomicU64::new(0),
@@ -312,6 +326,7 @@ impl Transport {
         let inner = Inner {
             shared,
             peers,
+            forward_rx: Mutex::new(Some(forward_rx)),
             local_addr,
             closed: AtomicBool::new(false),
             tasks: Mutex::new(tasks),
@@ -333,6 +348,45 @@ pub struct TransportHandle {
 }
 
 impl TransportHandle {
+    /// Queues a forward frame (an opaque request of the node runtime, such as
+    /// a client command for the leader) for `to`, without waiting; the same
+    /// bounded queue and drop-oldest rule as envelopes.
+    pub fn send_forward(&self, to: NodeId, body: &[u8]) -> Result<(), SendError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let peer = inner.peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        let mut frame = Vec::with_capacity(wire::LENGTH_PREFIX_BYTES + 17 + body.len());
+        frame.extend_from_slice(&[0u8; wire::LENGTH_PREFIX_BYTES]);
+        frame.push(FORWARD_MARKER);
+        frame.extend_from_slice(&inner.shared.me.to_le_bytes());
+        frame.extend_from_slice(&to.to_le_bytes());
+        frame.extend_from_slice(body);
+        let len = frame.len() - wire::LENGTH_PREFIX_BYTES;
+        let max = inner.shared.config.frame_bytes_max;
+        let prefix = match u32::try_from(len) {
+            Ok(prefix) if prefix <= max => prefix,
+            _ => return Err(SendError::TooLarge { len, max }),
+        };
+        frame[..wire::LENGTH_PREFIX_BYTES].copy_from_slice(&prefix.to_le_bytes());
+        let dropped = peer.queue.push(frame);
+        if dropped > 0 {
+            debug!(peer = to, dropped, "peer queue full: dropped oldest frames");
+        }
+        Ok(())
+    }
+
+    /// The channel of forward frames received, as `(from, body)`; it can be
+    /// taken once.
+    pub fn take_forwards(&self) -> Option<ForwardReceiver> {
+        self.inner
+            .forward_rx
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+
     /// Queues an envelope for its recipient without waiting. A full queue
     /// drops its oldest frame to make room (counted, not an error): a peer
     /// that is down must not make this member wait or grow.
@@ -449,6 +503,7 @@ impl TransportHandle {
 struct Inner {
     shared: Arc<Shared>,
     peers: BTreeMap<NodeId, Arc<Peer>>,
+    forward_rx: Mutex<Option<ForwardReceiver>>,
     local_addr: SocketAddr,
     closed: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -478,6 +533,8 @@ struct Shared {
     members: BTreeSet<NodeId>,
     config: TransportConfig,
     inbound_tx: mpsc::Sender<Envelope>,
+    /// Forward frames (the node runtime's own requests between members).
+    forward_tx: mpsc::Sender<(NodeId, Vec<u8>)>,
     inbound: InboundCounters,
     /// The current inbound connection of each member, so a newer one (the
     /// peer restarted or redialled) retires the older: at most one per
@@ -576,6 +633,9 @@ async fn run_dialer(shared: Arc<Shared>, peer: Arc<Peer>) {
             }
             Ok(Err(error)) => {
                 bump(&peer.counters.connect_failures);
+                if config.drop_queue_when_unreachable {
+                    peer.queue.clear();
+                }
                 if failing {
                     debug!(me = shared.me, peer = peer.id, addr = %peer.addr, %error, "cannot reach peer");
                 } else {
@@ -801,6 +861,30 @@ async fn serve_inbound(
                 warn!(me, peer, %addr, %error, "closing peer connection: bad frame");
                 return;
             }
+        }
+        if buf.first() == Some(&FORWARD_MARKER) {
+            let addressed = |at: usize| -> Option<u64> {
+                Some(u64::from_le_bytes(buf.get(at..at + 8)?.try_into().ok()?))
+            };
+            if buf.len() < 17 || addressed(1) != Some(peer) || addressed(9) != Some(me) {
+                bump(&shared.inbound.misaddressed);
+                warn!(me, peer, %addr, "closing peer connection: misaddressed forward frame");
+                return;
+            }
+            bump(&shared.inbound.frames_received);
+            if shared
+                .forward_tx
+                .send((peer, buf[17..].to_vec()))
+                .await
+                .is_err()
+            {
+                debug!(
+                    me,
+                    "runtime stopped receiving forwards; closing peer connection"
+                );
+                return;
+            }
+            continue;
         }
         let envelope = match decode_envelope(&buf) {
             Ok(envelope) => envelope,

@@ -99,6 +99,20 @@ impl FrameQueue {
         self.ready.notified().await;
     }
 
+    /// Drops every queued frame (counted as dropped); returns how many.
+    pub(crate) fn clear(&self) -> usize {
+        let dropped = {
+            let mut state = self.state();
+            let n = state.frames.len();
+            state.frames.clear();
+            state.bytes = 0;
+            n
+        };
+        self.dropped_frames
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        dropped
+    }
+
     /// Frames and bytes queued now.
     pub(crate) fn depth(&self) -> (usize, usize) {
         let state = self.state();

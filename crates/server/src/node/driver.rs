@@ -1,0 +1,678 @@
+//! The driver: one task that owns the protocol core and the state machine,
+//! feeds them messages, ticks and client requests, and carries out what the
+//! core asks, persists first.
+//!
+//! Each turn takes every input that is ready (bounded), then flushes the
+//! core's outputs in order: records before a barrier go to the disk thread
+//! together and are made durable with one fsync, and only then do the sends,
+//! applies and replies after them go out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kv::{ApplyContext, KvError, LeaseId, SessionOutcome, Store, WatchHub, WatchResponse};
+use paxos::NodeId;
+use paxos::multi::{Command, Envelope, Output, ProposeError, ReadId, Replica, Value};
+use storage::SnapshotSender;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::disk::Disk;
+use super::forward::Forward;
+use super::metrics::NodeMetrics;
+use crate::api::ApiError;
+use crate::transport::TransportHandle;
+
+/// Inputs taken in one turn at most, so a flood cannot starve the flush.
+const TURN_INPUTS_MAX: usize = 1024;
+/// Bytes per snapshot chunk sent to a lagging member.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Responses a watch session may have queued before its watches are
+/// cancelled as too slow.
+pub const WATCH_QUEUE_RESPONSES_MAX: usize = 4096;
+/// Lease expiries proposed per tick at most.
+const EXPIRE_LEASES_PER_TICK_MAX: usize = 64;
+
+/// Serves a linearizable read once the store may answer it.
+pub type ReadFn = Box<dyn FnOnce(Result<&Store, ApiError>) + Send>;
+/// Runs inside the driver with full access (status, watches, local reads).
+pub type LocalFn = Box<dyn FnOnce(&mut Driver) + Send>;
+
+/// A request for the driver.
+pub enum Input {
+    /// Replicate a command and answer with its result once applied.
+    Propose {
+        /// The command.
+        command: kv::Command,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<kv::Response, ApiError>>,
+    },
+    /// A linearizable read.
+    Read(ReadFn),
+    /// Anything else, run against the driver's state.
+    Local(LocalFn),
+}
+
+struct Waiter {
+    reply: oneshot::Sender<Result<kv::Response, ApiError>>,
+    deadline: Instant,
+    /// The leader the command was handed to, if not proposed here, and the
+    /// command, to hand it to the next leader if that one is gone. Handing
+    /// it on twice is safe: the store applies a `(client, seq)` once.
+    forwarded: Option<(NodeId, Vec<u8>)>,
+}
+
+enum ReadWaiter {
+    /// A read of ours, served here.
+    Local(ReadFn, Instant),
+    /// A follower's read-index request.
+    Remote { from: NodeId, id: u64 },
+}
+
+/// The driver's state. Fields are visible to the node module, whose
+/// [`LocalFn`]s read them.
+pub struct Driver {
+    pub(super) me: NodeId,
+    pub(super) replica: Replica,
+    pub(super) store: Store,
+    pub(super) hub: WatchHub,
+    disk: Disk,
+    transport: TransportHandle,
+    pub(super) metrics: Arc<NodeMetrics>,
+    request_timeout: Duration,
+    snapshot_every_slots: u64,
+    rng: u64,
+    writes: HashMap<(u64, u64), Waiter>,
+    reads: HashMap<ReadId, ReadWaiter>,
+    remote_reads: HashMap<u64, (ReadFn, Instant)>,
+    reads_at_index: BTreeMap<u64, Vec<ReadFn>>,
+    next_read: u64,
+    pub(super) watch_sessions: HashMap<u64, mpsc::Sender<WatchResponse>>,
+    pub(super) watch_owner: HashMap<i64, u64>,
+    pub(super) next_watch_session: u64,
+    expiring: HashMap<LeaseId, Instant>,
+}
+
+impl Driver {
+    /// A driver over a recovered replica and store.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        me: NodeId,
+        replica: Replica,
+        store: Store,
+        disk: Disk,
+        transport: TransportHandle,
+        metrics: Arc<NodeMetrics>,
+        request_timeout: Duration,
+        snapshot_every_slots: u64,
+        seed: u64,
+    ) -> Self {
+        Driver {
+            me,
+            replica,
+            store,
+            hub: WatchHub::new(),
+            disk,
+            transport,
+            metrics,
+            request_timeout,
+            snapshot_every_slots,
+            rng: seed | 1,
+            writes: HashMap::new(),
+            reads: HashMap::new(),
+            remote_reads: HashMap::new(),
+            reads_at_index: BTreeMap::new(),
+            next_read: 1,
+            watch_sessions: HashMap::new(),
+            watch_owner: HashMap::new(),
+            next_watch_session: 1,
+            expiring: HashMap::new(),
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        // splitmix64 over a seed from the OS: the runtime's randomness,
+        // handed to the core through `tick`.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The leader's clock for lease time stamps: wall-clock milliseconds,
+    /// so that a new leader's readings continue its predecessor's (the store
+    /// never lets replicated time go back, and absorbs small skews).
+    fn now_ms(&self) -> u64 {
+        wall_clock_ms()
+    }
+
+    /// Runs until every input channel closes or storage fails.
+    pub async fn run(
+        mut self,
+        tick: Duration,
+        mut inputs: mpsc::Receiver<Input>,
+        mut peers: mpsc::Receiver<Envelope>,
+        mut forwards: mpsc::Receiver<(NodeId, Vec<u8>)>,
+    ) -> Result<(), String> {
+        // Replay what recovery handed back before serving anything.
+        self.flush().await?;
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.tick(),
+                input = inputs.recv() => match input {
+                    Some(input) => self.input(input),
+                    None => return Ok(()),
+                },
+                Some(envelope) = peers.recv() => self.replica.step(envelope),
+                Some((from, body)) = forwards.recv() => self.forward(from, &body).await?,
+            }
+            for _ in 0..TURN_INPUTS_MAX {
+                let mut progressed = false;
+                if let Ok(input) = inputs.try_recv() {
+                    self.input(input);
+                    progressed = true;
+                }
+                if let Ok(envelope) = peers.try_recv() {
+                    self.replica.step(envelope);
+                    progressed = true;
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            self.flush().await?;
+        }
+    }
+
+    fn tick(&mut self) {
+        let random = self.random();
+        self.replica.tick(random);
+        let now = Instant::now();
+        // Requests that waited too long: their outcome is unknown.
+        let expired: Vec<(u64, u64)> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            if let Some(w) = self.writes.remove(&key) {
+                let _ = w.reply.send(Err(ApiError::Timeout));
+            }
+        }
+        let expired: Vec<ReadId> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| matches!(r, ReadWaiter::Local(_, d) if *d <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for id in expired {
+            if let Some(ReadWaiter::Local(serve, _)) = self.reads.remove(&id) {
+                serve(Err(ApiError::Timeout));
+            }
+        }
+        let expired: Vec<u64> = self
+            .remote_reads
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in expired {
+            if let Some((serve, _)) = self.remote_reads.remove(&id) {
+                serve(Err(ApiError::Timeout));
+            }
+        }
+        if self.replica.is_leader() {
+            self.expire_leases(now);
+        }
+        self.reforward();
+        self.metrics.observe(&self.replica);
+    }
+
+    /// Commands handed to a leader that is no longer the leader go to the
+    /// new one (or are proposed here if we lead now), so that a leader's
+    /// death costs an election, not a request timeout.
+    fn reforward(&mut self) {
+        let Some(leader) = self.replica.leader() else {
+            return;
+        };
+        let stale: Vec<(u64, u64)> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| matches!(&w.forwarded, Some((to, _)) if *to != leader))
+            .map(|(k, _)| *k)
+            .collect();
+        for (client, seq) in stale {
+            let Some(command) = self
+                .writes
+                .get_mut(&(client, seq))
+                .and_then(|w| w.forwarded.take())
+                .map(|(_, command)| command)
+            else {
+                continue;
+            };
+            if leader == self.me {
+                if self.propose_local(client, seq, command).is_err() {
+                    self.fail_write(client, seq, ApiError::NoLeader);
+                }
+                continue;
+            }
+            let frame = Forward::Propose {
+                client,
+                seq,
+                command: command.clone(),
+            };
+            if self.transport.send_forward(leader, &frame.encode()).is_ok() {
+                if let Some(w) = self.writes.get_mut(&(client, seq)) {
+                    w.forwarded = Some((leader, command));
+                }
+            } else {
+                self.fail_write(client, seq, ApiError::NoLeader);
+            }
+        }
+    }
+
+    /// The leader decides lease expiry and replicates it (DESIGN.md rule 3).
+    fn expire_leases(&mut self, now: Instant) {
+        self.expiring.retain(|_, retry_at| *retry_at > now);
+        let now_ms = self.now_ms();
+        let due: Vec<LeaseId> = self
+            .store
+            .expired_leases(now_ms, EXPIRE_LEASES_PER_TICK_MAX)
+            .into_iter()
+            .filter(|id| !self.expiring.contains_key(id))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for id in &due {
+            self.expiring.insert(*id, now + Duration::from_secs(1));
+        }
+        let command = kv::Command::LeaseExpire(kv::LeaseExpireRequest { ids: due });
+        let (client, seq) = self.new_session();
+        let _ = self.propose_local(client, seq, command.encode());
+    }
+
+    /// A fresh `(client, seq)`: every request is its own session, so
+    /// concurrent requests never look stale to each other.
+    fn new_session(&mut self) -> (u64, u64) {
+        (self.random(), 1)
+    }
+
+    fn propose_local(
+        &mut self,
+        client: u64,
+        seq: u64,
+        command: Vec<u8>,
+    ) -> Result<(), ProposeError> {
+        let mut payload = Vec::with_capacity(8 + command.len());
+        payload.extend_from_slice(&self.now_ms().to_le_bytes());
+        payload.extend_from_slice(&command);
+        self.metrics
+            .proposals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.replica.propose(Command {
+            client,
+            seq,
+            payload,
+        })
+    }
+
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Propose { command, reply } => {
+                if let Err(e) = self.store.limits().check(&command) {
+                    let _ = reply.send(Err(ApiError::Kv(e)));
+                    return;
+                }
+                let (client, seq) = self.new_session();
+                let bytes = command.encode();
+                self.writes.insert(
+                    (client, seq),
+                    Waiter {
+                        reply,
+                        deadline: Instant::now() + self.request_timeout,
+                        forwarded: None,
+                    },
+                );
+                match self.propose_local(client, seq, bytes.clone()) {
+                    Ok(()) => {}
+                    Err(ProposeError::NotLeader {
+                        leader: Some(leader),
+                        ..
+                    }) if leader != self.me => {
+                        let frame = Forward::Propose {
+                            client,
+                            seq,
+                            command: bytes.clone(),
+                        };
+                        if self
+                            .transport
+                            .send_forward(leader, &frame.encode())
+                            .is_err()
+                        {
+                            self.fail_write(client, seq, ApiError::NoLeader);
+                        } else if let Some(w) = self.writes.get_mut(&(client, seq)) {
+                            w.forwarded = Some((leader, bytes));
+                        }
+                    }
+                    Err(ProposeError::Busy { .. }) => {
+                        self.fail_write(client, seq, ApiError::TooManyRequests)
+                    }
+                    Err(ProposeError::NotLeader { .. }) => {
+                        self.fail_write(client, seq, ApiError::NoLeader)
+                    }
+                }
+            }
+            Input::Read(serve) => self.read(serve),
+            Input::Local(run) => run(self),
+        }
+    }
+
+    fn fail_write(&mut self, client: u64, seq: u64, error: ApiError) {
+        if let Some(w) = self.writes.remove(&(client, seq)) {
+            let _ = w.reply.send(Err(error));
+        }
+    }
+
+    fn read(&mut self, serve: ReadFn) {
+        let deadline = Instant::now() + self.request_timeout;
+        let id = self.next_read;
+        self.next_read += 1;
+        if self.replica.is_leader() {
+            match self.replica.read(id) {
+                Ok(()) => {
+                    self.reads.insert(id, ReadWaiter::Local(serve, deadline));
+                }
+                Err(ProposeError::Busy { .. }) => serve(Err(ApiError::TooManyRequests)),
+                Err(ProposeError::NotLeader { .. }) => serve(Err(ApiError::NoLeader)),
+            }
+            return;
+        }
+        match self.replica.leader() {
+            Some(leader) if leader != self.me => {
+                let frame = Forward::ReadIndex { id };
+                if self.transport.send_forward(leader, &frame.encode()).is_ok() {
+                    self.remote_reads.insert(id, (serve, deadline));
+                } else {
+                    serve(Err(ApiError::NoLeader));
+                }
+            }
+            _ => serve(Err(ApiError::NoLeader)),
+        }
+    }
+
+    async fn forward(&mut self, from: NodeId, body: &[u8]) -> Result<(), String> {
+        let frame = match Forward::decode(body) {
+            Ok(frame) => frame,
+            Err(e) => {
+                warn!(from, %e, "dropping a malformed forward frame");
+                return Ok(());
+            }
+        };
+        match frame {
+            Forward::Propose {
+                client,
+                seq,
+                command,
+            } => {
+                if let Err(e) = self.propose_local(client, seq, command) {
+                    let leader = match e {
+                        ProposeError::NotLeader {
+                            leader: Some(l), ..
+                        } => l,
+                        _ => 0,
+                    };
+                    let refused = Forward::Refused {
+                        client,
+                        seq,
+                        leader,
+                    };
+                    let _ = self.transport.send_forward(from, &refused.encode());
+                }
+            }
+            Forward::Refused { client, seq, .. } => {
+                self.fail_write(client, seq, ApiError::NoLeader)
+            }
+            Forward::ReadIndex { id } => {
+                let read = self.next_read;
+                self.next_read += 1;
+                if self.replica.read(read).is_ok() {
+                    self.reads.insert(read, ReadWaiter::Remote { from, id });
+                } else {
+                    let reply = Forward::ReadIndexReply { id, index: 0 };
+                    let _ = self.transport.send_forward(from, &reply.encode());
+                }
+            }
+            Forward::ReadIndexReply { id, index } => {
+                if let Some((serve, _)) = self.remote_reads.remove(&id) {
+                    if index == 0 {
+                        serve(Err(ApiError::NoLeader));
+                    } else if index <= self.replica.applied() {
+                        serve(Ok(&self.store));
+                    } else {
+                        self.reads_at_index.entry(index).or_default().push(serve);
+                    }
+                }
+            }
+            Forward::Chunk(chunk) => {
+                let applied = self.replica.commit_index();
+                if let Some(snapshot) = self.disk.receive(chunk, applied).await? {
+                    match Store::restore(&snapshot.data, self.store.limits().clone()) {
+                        Ok(store) => {
+                            info!(
+                                from,
+                                slot = snapshot.index,
+                                "installed a snapshot from a peer"
+                            );
+                            self.store = store;
+                            self.replica.install_snapshot(snapshot.index);
+                            self.serve_reads_at_index();
+                        }
+                        Err(e) => return Err(format!("a received snapshot does not restore: {e}")),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out the core's outputs in order, persists first.
+    async fn flush(&mut self) -> Result<(), String> {
+        loop {
+            let outputs = self.replica.take_outputs();
+            if outputs.is_empty() {
+                break;
+            }
+            let mut records = Vec::new();
+            for output in outputs {
+                if let Output::Persist(record) = output {
+                    records.push(record);
+                    continue;
+                }
+                if !records.is_empty() {
+                    let micros = self.disk.persist(std::mem::take(&mut records)).await?;
+                    self.metrics.fsync(micros);
+                }
+                self.execute(output).await?;
+            }
+            if !records.is_empty() {
+                let micros = self.disk.persist(records).await?;
+                self.metrics.fsync(micros);
+            }
+        }
+        self.maybe_checkpoint().await
+    }
+
+    async fn execute(&mut self, output: Output) -> Result<(), String> {
+        match output {
+            Output::Persist(_) => {}
+            Output::Send(envelope) => {
+                if let Err(e) = self.transport.send(&envelope) {
+                    debug!(%e, to = envelope.to, "send failed");
+                }
+            }
+            Output::Apply { slot, value } => self.apply(slot, value),
+            Output::ReadReady { read } => match self.reads.remove(&read) {
+                Some(ReadWaiter::Local(serve, _)) => serve(Ok(&self.store)),
+                Some(ReadWaiter::Remote { from, id }) => {
+                    let index = self.replica.applied();
+                    let reply = Forward::ReadIndexReply { id, index };
+                    let _ = self.transport.send_forward(from, &reply.encode());
+                }
+                None => {}
+            },
+            Output::ReadAborted { read, .. } => match self.reads.remove(&read) {
+                Some(ReadWaiter::Local(serve, _)) => serve(Err(ApiError::NoLeader)),
+                Some(ReadWaiter::Remote { from, id }) => {
+                    let reply = Forward::ReadIndexReply { id, index: 0 };
+                    let _ = self.transport.send_forward(from, &reply.encode());
+                }
+                None => {}
+            },
+            Output::Rejected { command, .. } => {
+                self.fail_write(command.client, command.seq, ApiError::NoLeader)
+            }
+            Output::SendSnapshot { to } => {
+                if let Some(snapshot) = self.disk.latest_snapshot().await? {
+                    let sender =
+                        SnapshotSender::new(snapshot.index, snapshot.data, SNAPSHOT_CHUNK_BYTES);
+                    info!(
+                        to,
+                        slot = snapshot.index,
+                        "sending a snapshot to a lagging member"
+                    );
+                    for chunk in sender.chunks_from(0) {
+                        let _ = self
+                            .transport
+                            .send_forward(to, &Forward::Chunk(chunk).encode());
+                    }
+                }
+            }
+            Output::Elected { ballot } => {
+                info!(%ballot, "elected leader");
+                self.metrics
+                    .leader_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Leases get a fresh TTL under the new leader, as etcd does.
+                let (client, seq) = self.new_session();
+                let _ = self.propose_local(client, seq, kv::Command::LeaseRenewAll.encode());
+            }
+            Output::SteppedDown { ballot } => {
+                info!(%ballot, "no longer leading");
+                self.expiring.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, slot: u64, value: Value) {
+        if let Value::Batch(commands) = value {
+            for c in commands {
+                self.apply_command(c);
+            }
+        }
+        self.serve_reads_at_index();
+        debug_assert_eq!(slot, self.replica.applied().min(slot));
+    }
+
+    fn apply_command(&mut self, c: Command) {
+        let Some((stamp, body)) = c.payload.split_first_chunk::<8>() else {
+            warn!(
+                client = c.client,
+                "skipping a log entry without a time stamp"
+            );
+            return;
+        };
+        let ctx = ApplyContext {
+            now_ms: u64::from_le_bytes(*stamp),
+        };
+        let command = match kv::Command::decode(body) {
+            Ok(command) => command,
+            Err(e) => {
+                // Every replica skips it alike: the log is deterministic.
+                warn!(client = c.client, %e, "skipping an undecodable log entry");
+                return;
+            }
+        };
+        let result: Result<kv::Response, KvError> =
+            match self.store.apply_session(c.client, c.seq, &command, ctx) {
+                SessionOutcome::Applied(Ok(applied)) => {
+                    let revision = self.store.revision();
+                    let responses = self.hub.publish(revision, &applied.events);
+                    self.route_watch_responses(responses);
+                    Ok(applied.response)
+                }
+                SessionOutcome::Applied(Err(e)) => Err(e),
+                SessionOutcome::Duplicate(result) => result,
+                SessionOutcome::Stale { .. } => return,
+            };
+        if let Some(w) = self.writes.remove(&(c.client, c.seq)) {
+            let _ = w.reply.send(result.map_err(ApiError::Kv));
+        }
+    }
+
+    fn serve_reads_at_index(&mut self) {
+        let applied = self.replica.applied();
+        while let Some(entry) = self.reads_at_index.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            for serve in entry.remove() {
+                serve(Ok(&self.store));
+            }
+        }
+    }
+
+    /// Sends watch responses to their sessions; a session too slow to take
+    /// them loses its watches (they are cancelled, as etcd cancels a
+    /// watcher that falls too far behind).
+    pub(super) fn route_watch_responses(&mut self, responses: Vec<WatchResponse>) {
+        for response in responses {
+            let Some(session) = self.watch_owner.get(&response.watch_id).copied() else {
+                continue;
+            };
+            let Some(tx) = self.watch_sessions.get(&session) else {
+                continue;
+            };
+            if tx.try_send(response.clone()).is_err() {
+                warn!(
+                    session,
+                    watch_id = response.watch_id,
+                    "watcher too slow or gone: cancelling"
+                );
+                let revision = self.store.revision();
+                self.hub.cancel(response.watch_id, revision);
+                self.watch_owner.remove(&response.watch_id);
+            }
+        }
+    }
+
+    async fn maybe_checkpoint(&mut self) -> Result<(), String> {
+        let applied = self.replica.applied();
+        if applied < self.replica.snapshot_slot() + self.snapshot_every_slots {
+            return Ok(());
+        }
+        let image = self.store.snapshot();
+        self.disk.checkpoint(applied, image).await?;
+        self.replica.compact(applied);
+        debug!(slot = applied, "snapshot saved, log trimmed");
+        Ok(())
+    }
+
+    /// The key-value store, for local reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

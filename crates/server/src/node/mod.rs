@@ -1,0 +1,644 @@
+//! A synod member: the Multi-Paxos core, the key-value store, the disk, the
+//! peer transport and the client port, joined.
+//!
+//! ```text
+//!  gRPC (api::*) ──► NodeHandle ──► Driver task ◄── peers (transport)
+//!                                    │  Replica (paxos core) + Store (kv)
+//!                                    ▼
+//!                           disk thread (storage::ReplicaStore, fsync)
+//! ```
+
+mod disk;
+mod driver;
+pub mod forward;
+mod metrics;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kv::{Limits, Store, WatchCreateRequest, WatchResponse};
+use paxos::NodeId;
+use paxos::multi::{Config as PaxosConfig, Replica};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use crate::api::{ApiError, Backend, MemberInfo, NodeStatus, WatchStream};
+use crate::client_port::{self, ClientPortConfig, Health};
+use crate::transport::{Transport, TransportConfig, TransportHandle};
+use driver::{Driver, Input, WATCH_QUEUE_RESPONSES_MAX};
+pub use metrics::NodeMetrics;
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberConfig {
+    /// `--name` of that member.
+    pub name: String,
+    /// Its peer URL, as given in `--initial-cluster`.
+    pub peer_url: String,
+    /// The address its peer URL names.
+    pub peer_addr: SocketAddr,
+}
+
+/// Everything a member needs to start, with etcd's flag names in the docs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// `--name`.
+    pub name: String,
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--listen-client-urls` (one address).
+    pub listen_client: SocketAddr,
+    /// `--advertise-client-urls`.
+    pub advertise_client_urls: Vec<String>,
+    /// `--listen-peer-urls` (one address).
+    pub listen_peer: SocketAddr,
+    /// `--initial-cluster`, this member included.
+    pub members: Vec<MemberConfig>,
+    /// `--initial-cluster-token`: peers prove membership with it.
+    pub cluster_token: String,
+    /// Length of one protocol tick.
+    pub tick: Duration,
+    /// Ticks between heartbeats.
+    pub heartbeat_ticks: u32,
+    /// Ticks without a leader before standing for election.
+    pub election_ticks: u32,
+    /// A request not applied by then is answered "request timed out".
+    pub request_timeout: Duration,
+    /// Snapshot the state machine and trim the log this often, in slots.
+    pub snapshot_every_slots: u64,
+}
+
+impl NodeConfig {
+    /// Defaults for everything but the addresses and the membership.
+    pub fn new(name: impl Into<String>, data_dir: PathBuf) -> Self {
+        NodeConfig {
+            name: name.into(),
+            data_dir,
+            listen_client: SocketAddr::from(([127, 0, 0, 1], 2379)),
+            advertise_client_urls: Vec::new(),
+            listen_peer: SocketAddr::from(([127, 0, 0, 1], 2380)),
+            members: Vec::new(),
+            cluster_token: "synod-cluster".into(),
+            tick: Duration::from_millis(10),
+            heartbeat_ticks: 5,
+            election_ticks: 50,
+            request_timeout: Duration::from_secs(5),
+            snapshot_every_slots: 10_000,
+        }
+    }
+
+    /// A member's id: a hash of its peer URL and the cluster token, as etcd
+    /// derives member ids, so every member computes the same ids.
+    pub fn member_id(&self, member: &MemberConfig) -> u64 {
+        fnv(&[
+            member.peer_url.as_bytes(),
+            b"\0",
+            self.cluster_token.as_bytes(),
+        ])
+        .max(1)
+    }
+
+    /// This member's id, if its name is in the initial cluster.
+    pub fn my_id(&self) -> Option<u64> {
+        self.members
+            .iter()
+            .find(|m| m.name == self.name)
+            .map(|m| self.member_id(m))
+    }
+
+    /// The cluster id: a hash of every member id and the token.
+    pub fn cluster_id(&self) -> u64 {
+        let mut ids: Vec<u64> = self.members.iter().map(|m| self.member_id(m)).collect();
+        ids.sort_unstable();
+        let mut bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+        bytes.extend_from_slice(self.cluster_token.as_bytes());
+        fnv(&[&bytes])
+    }
+}
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The data directory could not be opened or trusted.
+    #[error("cannot use data directory {dir}: {source}")]
+    Storage {
+        /// The directory.
+        dir: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: storage::Error,
+    },
+    /// The snapshot on disk does not restore.
+    #[error("the snapshot in {dir} does not restore: {reason}")]
+    Snapshot {
+        /// The directory.
+        dir: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The peer port could not be bound.
+    #[error("cannot start the peer transport: {0}")]
+    Transport(String),
+    /// The client port could not be bound.
+    #[error("cannot listen for clients on {addr}: {source}")]
+    ClientPort {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The node as the gRPC services see it: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    inputs: mpsc::Sender<Input>,
+    member_id: u64,
+    cluster_id: u64,
+    members: Arc<Vec<MemberInfo>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Input")
+    }
+}
+
+/// A running member.
+#[derive(Debug)]
+pub struct Node {
+    handle: NodeHandle,
+    metrics: Arc<NodeMetrics>,
+    transport: TransportHandle,
+    driver: JoinHandle<Result<(), String>>,
+    client: JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+    client_addr: SocketAddr,
+}
+
+impl Node {
+    /// Recovers the data directory, binds the peer and client ports, and
+    /// starts serving.
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        let me = config.my_id().ok_or_else(|| {
+            StartError::Config(format!(
+                "--name {:?} is not in --initial-cluster",
+                config.name
+            ))
+        })?;
+        if config.election_ticks <= config.heartbeat_ticks * 2 {
+            return Err(StartError::Config(
+                "the election timeout must be well above the heartbeat interval".into(),
+            ));
+        }
+        let (disk, restored) =
+            disk::open(config.data_dir.clone()).map_err(|source| StartError::Storage {
+                dir: config.data_dir.clone(),
+                source,
+            })?;
+        let store = match &restored.snapshot {
+            Some(snapshot) => Store::restore(&snapshot.data, Limits::default()).map_err(|e| {
+                StartError::Snapshot {
+                    dir: config.data_dir.clone(),
+                    reason: e.to_string(),
+                }
+            })?,
+            None => Store::new(Limits::default()),
+        };
+        if let Some(torn) = &restored.torn_tail {
+            info!(file = %torn.file.display(), offset = torn.offset, "cut a torn write at the end of the log");
+        }
+        let ids: Vec<NodeId> = config.members.iter().map(|m| config.member_id(m)).collect();
+        let mut paxos = PaxosConfig::new(me, ids.clone());
+        paxos.heartbeat_ticks = config.heartbeat_ticks;
+        paxos.election_ticks = config.election_ticks;
+        let replica = Replica::restart(paxos, restored.durable);
+
+        let peers: BTreeMap<NodeId, SocketAddr> = config
+            .members
+            .iter()
+            .map(|m| (config.member_id(m), m.peer_addr))
+            .collect();
+        let mut transport_config =
+            TransportConfig::new(me, config.listen_peer, peers, config.cluster_token.clone());
+        // A restarted member must hear its leader well within an election
+        // timeout, so redial quickly.
+        transport_config.reconnect_backoff_ms_max =
+            (config.tick * config.heartbeat_ticks).as_millis().max(10) as u64;
+        transport_config.drop_queue_when_unreachable = true;
+        let (transport, peer_rx) = Transport::start(transport_config)
+            .await
+            .map_err(|e| StartError::Transport(e.to_string()))?;
+        let forwards = transport
+            .take_forwards()
+            .ok_or_else(|| StartError::Transport("forward channel already taken".into()))?;
+
+        let metrics = Arc::new(NodeMetrics::default());
+        let seed = random_seed();
+        let driver = Driver::new(
+            me,
+            replica,
+            store,
+            disk,
+            transport.clone(),
+            Arc::clone(&metrics),
+            config.request_timeout,
+            config.snapshot_every_slots,
+            seed,
+        );
+        let (inputs_tx, inputs_rx) = mpsc::channel(8192);
+        let tick = config.tick;
+        let driver = tokio::spawn(async move {
+            let result = driver.run(tick, inputs_rx, peer_rx, forwards).await;
+            if let Err(e) = &result {
+                error!(error = %e, "the node stops: storage failed, durability unknown");
+            }
+            result
+        });
+
+        let members: Vec<MemberInfo> = config
+            .members
+            .iter()
+            .map(|m| MemberInfo {
+                id: config.member_id(m),
+                name: m.name.clone(),
+                peer_urls: vec![m.peer_url.clone()],
+                client_urls: if m.name == config.name {
+                    config.advertise_client_urls.clone()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        let handle = NodeHandle {
+            inputs: inputs_tx,
+            member_id: me,
+            cluster_id: config.cluster_id(),
+            members: Arc::new(members),
+            timeout: config.request_timeout,
+        };
+
+        let listener = tokio::net::TcpListener::bind(config.listen_client)
+            .await
+            .map_err(|source| StartError::ClientPort {
+                addr: config.listen_client,
+                source,
+            })?;
+        let client_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::ClientPort {
+                addr: config.listen_client,
+                source,
+            })?;
+        let routes = crate::api::routes(Arc::new(handle.clone()), handle.cluster_id, me);
+        let health_metrics = Arc::clone(&metrics);
+        let health: client_port::HealthFn = Arc::new(move || {
+            let has_leader = health_metrics.has_leader.load(Ordering::Relaxed) == 1;
+            Health {
+                healthy: has_leader,
+                reason: if has_leader {
+                    String::new()
+                } else {
+                    "RAFT NO LEADER".into()
+                },
+            }
+        });
+        let page_metrics = Arc::clone(&metrics);
+        let page_transport = transport.clone();
+        let metrics_fn: client_port::MetricsFn = Arc::new(move || {
+            let mut out = String::new();
+            page_metrics.render(&mut out);
+            page_transport.metrics().write_prometheus(&mut out);
+            out
+        });
+        let router = client_port::router(routes, health, metrics_fn);
+        let (shutdown, mut shutdown_rx) = watch::channel(false);
+        let client = tokio::spawn(async move {
+            let stop = async move {
+                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) =
+                client_port::serve(listener, router, ClientPortConfig::default(), stop).await
+            {
+                error!(error = %e, "client port stopped");
+            }
+        });
+        info!(name = %config.name, id = format!("{me:x}"), client = %client_addr, peer = %transport.local_addr(), "member started");
+        Ok(Node {
+            handle,
+            metrics,
+            transport,
+            driver,
+            client,
+            shutdown,
+            client_addr,
+        })
+    }
+
+    /// The address clients reach this member on.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The handle the services use.
+    pub fn handle(&self) -> &NodeHandle {
+        &self.handle
+    }
+
+    /// The member's figures.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    /// Waits until the member stops on its own (a storage failure), with
+    /// the reason.
+    pub async fn stopped(&mut self) -> Result<(), String> {
+        match (&mut self.driver).await {
+            Ok(result) => result,
+            Err(e) => Err(format!("the driver task failed: {e}")),
+        }
+    }
+
+    /// Stops serving clients and peers, and waits for the tasks to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.client.await;
+        self.transport.shutdown().await;
+        drop(self.handle);
+        self.driver.abort();
+        let _ = self.driver.await;
+    }
+}
+
+/// FNV-1a: ids must be the same on every member and every run.
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The seed only spreads election timeouts and session ids apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return nanos ^ u64::from(std::process::id());
+    }
+    u64::from_le_bytes(bytes)
+}
+
+impl NodeHandle {
+    async fn local<T: Send + 'static>(
+        &self,
+        run: impl FnOnce(&mut Driver) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let job: driver::LocalFn = Box::new(move |d| {
+            let _ = tx.send(run(d));
+        });
+        self.inputs
+            .send(Input::Local(job))
+            .await
+            .map_err(|_| ApiError::Stopped)?;
+        rx.await.map_err(|_| ApiError::Stopped)
+    }
+
+    async fn linearizable<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let serve: driver::ReadFn = Box::new(move |store| {
+            let _ = tx.send(store.and_then(read));
+        });
+        self.inputs
+            .send(Input::Read(serve))
+            .await
+            .map_err(|_| ApiError::Stopped)?;
+        match tokio::time::timeout(self.timeout * 2, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ApiError::Stopped),
+            Err(_) => Err(ApiError::Timeout),
+        }
+    }
+}
+
+// The futures are spelled out to show they are `Send`, as the trait asks.
+#[allow(clippy::manual_async_fn)]
+impl Backend for NodeHandle {
+    fn propose(
+        &self,
+        command: kv::Command,
+    ) -> impl Future<Output = Result<kv::Response, ApiError>> + Send {
+        async move {
+            let (reply, rx) = oneshot::channel();
+            self.inputs
+                .send(Input::Propose { command, reply })
+                .await
+                .map_err(|_| ApiError::Stopped)?;
+            match tokio::time::timeout(self.timeout * 2, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(ApiError::Stopped),
+                Err(_) => Err(ApiError::Timeout),
+            }
+        }
+    }
+
+    fn range(
+        &self,
+        request: kv::RangeRequest,
+        serializable: bool,
+    ) -> impl Future<Output = Result<kv::RangeResponse, ApiError>> + Send {
+        async move {
+            if serializable {
+                self.local(move |d| d.store().range(&request).map_err(ApiError::Kv))
+                    .await?
+            } else {
+                self.linearizable(move |store| store.range(&request).map_err(ApiError::Kv))
+                    .await
+            }
+        }
+    }
+
+    fn lease_time_to_live(
+        &self,
+        request: kv::LeaseTimeToLiveRequest,
+    ) -> impl Future<Output = Result<kv::LeaseTimeToLiveResponse, ApiError>> + Send {
+        async move {
+            self.linearizable(move |store| {
+                let now_ms = driver::wall_clock_ms().max(store.clock_ms());
+                Ok(store.lease_time_to_live(&request, now_ms))
+            })
+            .await
+        }
+    }
+
+    fn lease_leases(
+        &self,
+    ) -> impl Future<Output = Result<kv::LeaseLeasesResponse, ApiError>> + Send {
+        async move { self.linearizable(|store| Ok(store.lease_leases())).await }
+    }
+
+    fn watch_open(&self) -> impl Future<Output = Result<(u64, WatchStream), ApiError>> + Send {
+        async move {
+            let (tx, rx) = mpsc::channel(WATCH_QUEUE_RESPONSES_MAX);
+            let session = self
+                .local(move |d| {
+                    let session = d.next_watch_session;
+                    d.next_watch_session += 1;
+                    d.watch_sessions.insert(session, tx);
+                    session
+                })
+                .await?;
+            Ok((session, WatchStream { responses: rx }))
+        }
+    }
+
+    fn watch_create(
+        &self,
+        session: u64,
+        request: WatchCreateRequest,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+        async move {
+            self.local(move |d| {
+                let responses = d.hub.create(&d.store, &request);
+                for r in &responses {
+                    if r.created && !r.canceled {
+                        d.watch_owner.insert(r.watch_id, session);
+                    }
+                }
+                // The created response (and any refusal) go to this session
+                // even when the watch was not kept.
+                if let Some(tx) = d.watch_sessions.get(&session) {
+                    for r in &responses {
+                        if !d.watch_owner.contains_key(&r.watch_id) {
+                            let _ = tx.try_send(r.clone());
+                        }
+                    }
+                }
+                let kept: Vec<WatchResponse> = responses
+                    .into_iter()
+                    .filter(|r| d.watch_owner.contains_key(&r.watch_id))
+                    .collect();
+                d.route_watch_responses(kept);
+            })
+            .await
+        }
+    }
+
+    fn watch_cancel(&self, session: u64, watch_id: i64) -> impl Future<Output = ()> + Send {
+        async move {
+            let _ = self
+                .local(move |d| {
+                    if d.watch_owner.get(&watch_id) == Some(&session) {
+                        d.watch_owner.remove(&watch_id);
+                        let revision = d.store.revision();
+                        if let Some(response) = d.hub.cancel(watch_id, revision)
+                            && let Some(tx) = d.watch_sessions.get(&session)
+                        {
+                            let _ = tx.try_send(response);
+                        }
+                    }
+                })
+                .await;
+        }
+    }
+
+    fn watch_progress(&self, session: u64) -> impl Future<Output = ()> + Send {
+        async move {
+            let _ = self
+                .local(move |d| {
+                    if let Some(tx) = d.watch_sessions.get(&session) {
+                        let _ = tx.try_send(WatchResponse {
+                            header: kv::ResponseHeader {
+                                revision: d.store.revision(),
+                            },
+                            watch_id: -1,
+                            ..WatchResponse::default()
+                        });
+                    }
+                })
+                .await;
+        }
+    }
+
+    fn watch_close(&self, session: u64) -> impl Future<Output = ()> + Send {
+        async move {
+            let _ = self
+                .local(move |d| {
+                    d.watch_sessions.remove(&session);
+                    let owned: Vec<i64> = d
+                        .watch_owner
+                        .iter()
+                        .filter(|(_, s)| **s == session)
+                        .map(|(w, _)| *w)
+                        .collect();
+                    let revision = d.store.revision();
+                    for watch_id in owned {
+                        d.watch_owner.remove(&watch_id);
+                        d.hub.cancel(watch_id, revision);
+                    }
+                })
+                .await;
+        }
+    }
+
+    fn status(&self) -> impl Future<Output = Result<NodeStatus, ApiError>> + Send {
+        let (cluster_id, member_id) = (self.cluster_id, self.member_id);
+        async move {
+            self.local(move |d| NodeStatus {
+                cluster_id,
+                member_id,
+                leader: d.replica.leader().unwrap_or(0),
+                revision: d.store.revision(),
+                term: d.replica.promised().round,
+                commit_index: d.replica.commit_index(),
+                applied_index: d.replica.applied(),
+                db_size: d.store.value_bytes_held() as i64,
+                errors: Vec::new(),
+            })
+            .await
+        }
+    }
+
+    fn members(&self) -> impl Future<Output = Result<Vec<MemberInfo>, ApiError>> + Send {
+        let members = Arc::clone(&self.members);
+        async move { Ok(members.as_ref().clone()) }
+    }
+
+    fn hash_kv(&self) -> impl Future<Output = Result<(u32, i64, i64), ApiError>> + Send {
+        async move {
+            self.local(|d| {
+                let hash = d.store.state_hash();
+                (
+                    (hash ^ (hash >> 32)) as u32,
+                    d.store.revision(),
+                    d.store.compact_revision(),
+                )
+            })
+            .await
+        }
+    }
+
+    fn snapshot(&self) -> impl Future<Output = Result<Vec<u8>, ApiError>> + Send {
+        async move { self.local(|d| d.store.snapshot()).await }
+    }
+}

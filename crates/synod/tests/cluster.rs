@@ -1,0 +1,422 @@
+//! A real 3-member cluster of the `synod` binary on loopback, driven by
+//! Debian's etcdctl as an etcd user would drive etcd. The README's test
+//! command installs etcdctl; without it this test fails, it does not skip.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SNAPSHOT_COUNT: u64 = 20;
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    members: Vec<Member>,
+    cluster: String,
+    logs: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn etcdctl_path() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("etcdctl"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("etcdctl is not installed: run `bash scripts/test.sh`, which installs Debian's etcd-client")
+    })
+}
+
+impl Cluster {
+    fn start(dir: &str) -> Cluster {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("test dir");
+        let members: Vec<Member> = (1..=3)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: root.join(format!("m{i}")),
+                child: None,
+            })
+            .collect();
+        let cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            members,
+            cluster,
+            logs: root,
+        };
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        for i in 0..3 {
+            c.wait_healthy(i);
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{}.log", m.name)))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .arg("node")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{}",
+                m.client_port
+            ))
+            .arg(format!(
+                "--listen-peer-urls=http://127.0.0.1:{}",
+                m.peer_port
+            ))
+            .arg(format!("--initial-cluster={}", self.cluster))
+            .arg("--initial-cluster-token=test")
+            .arg(format!("--snapshot-count={SNAPSHOT_COUNT}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start synod node");
+        self.members[i].child = Some(child);
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.logs.join(format!("{}.log", self.members[i].name)))
+            .unwrap_or_default()
+    }
+
+    fn http_get(&self, i: usize, path: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.members[i].client_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        for _ in 0..200 {
+            if self
+                .http_get(i, "/health")
+                .is_some_and(|b| b.contains("\"health\":\"true\""))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "member {} never became healthy; log:\n{}",
+            i + 1,
+            self.log(i)
+        );
+    }
+
+    fn leader(&self) -> Option<usize> {
+        (0..self.members.len()).find(|&i| {
+            self.members[i].child.is_some()
+                && self
+                    .http_get(i, "/metrics")
+                    .is_some_and(|b| b.contains("etcd_server_is_leader 1"))
+        })
+    }
+
+    fn endpoints(&self, live_only: bool) -> String {
+        self.members
+            .iter()
+            .filter(|m| !live_only || m.child.is_some())
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_at(&self.endpoints(true), args, None)
+    }
+
+    fn ctl_at(&self, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(etcdctl_path());
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"))
+            .arg("--command-timeout=10s")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().expect("run etcdctl");
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes()).expect("etcdctl stdin");
+        }
+        child.wait_with_output().expect("etcdctl output")
+    }
+
+    /// Runs etcdctl and returns its stdout, failing the test on an error.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn json_number(json: &str, field: &str) -> i64 {
+    let at = json
+        .find(&format!("\"{field}\":"))
+        .unwrap_or_else(|| panic!("{field} in {json}"));
+    json[at + field.len() + 3..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '-')
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("{field} is a number in {json}"))
+}
+
+#[test]
+fn etcdctl_drives_a_three_member_cluster_through_a_leader_kill() {
+    let mut c = Cluster::start("etcdctl");
+
+    // put / get, single and prefix, sort and limit, at an older revision.
+    assert_eq!(c.ok(&["put", "foo", "bar"]), "OK\n");
+    assert_eq!(c.ok(&["get", "foo"]), "foo\nbar\n");
+    let first = c.ok(&["get", "foo", "-w", "json"]);
+    let rev = json_number(&first, "revision");
+    for k in ["k1", "k2", "k3"] {
+        c.ok(&["put", k, &format!("v-{k}")]);
+    }
+    assert_eq!(
+        c.ok(&["get", "--prefix", "k"]),
+        "k1\nv-k1\nk2\nv-k2\nk3\nv-k3\n"
+    );
+    assert_eq!(
+        c.ok(&["get", "--prefix", "k", "--limit=2"]),
+        "k1\nv-k1\nk2\nv-k2\n"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "--prefix",
+            "k",
+            "--sort-by=KEY",
+            "--order=DESCEND",
+            "--keys-only"
+        ]),
+        "k3\n\nk2\n\nk1\n\n"
+    );
+    c.ok(&["put", "foo", "bar2"]);
+    assert_eq!(c.ok(&["get", "foo", &format!("--rev={rev}")]), "foo\nbar\n");
+    assert_eq!(
+        c.ok(&["get", "foo", "--consistency=s"]).lines().nth(1),
+        Some("bar2")
+    );
+    assert_eq!(c.ok(&["del", "k1"]), "1\n");
+
+    // txn, as etcdctl reads it from stdin: compares, blank, success, blank, failure.
+    let out = c.ctl_at(
+        &c.endpoints(true),
+        &["txn"],
+        Some("value(\"foo\") = \"bar2\"\n\nput foo bar3\n\nput foo nope\n\n"),
+    );
+    let txn = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        txn.starts_with("SUCCESS"),
+        "txn: {txn}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.ok(&["get", "foo", "--print-value-only"]), "bar3\n");
+
+    // watch, with a concurrent writer.
+    let mut watcher = Command::new(etcdctl_path())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", c.endpoints(true)))
+        .args(["watch", "w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    std::thread::sleep(Duration::from_millis(500));
+    c.ok(&["put", "w", "1"]);
+    c.ok(&["put", "w", "2"]);
+    c.ok(&["del", "w"]);
+    let mut lines = BufReader::new(watcher.stdout.take().expect("watch stdout")).lines();
+    let mut seen = Vec::new();
+    while seen.len() < 8 {
+        match lines.next() {
+            Some(Ok(line)) => seen.push(line),
+            _ => break,
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert_eq!(seen, ["PUT", "w", "1", "PUT", "w", "2", "DELETE", "w"]);
+
+    // leases: grant, attach, keep alive, revoke deletes the attached key.
+    let granted = c.ok(&["lease", "grant", "60"]);
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    assert!(granted.contains("granted with TTL(60s)"), "{granted}");
+    c.ok(&["put", "leased", "x", &format!("--lease={lease}")]);
+    let kept = c.ok(&["lease", "keep-alive", "--once", &lease]);
+    assert!(kept.contains("keepalived with TTL("), "{kept}");
+    let ttl = c.ok(&["lease", "timetolive", &lease, "--keys"]);
+    assert!(ttl.contains("leased"), "{ttl}");
+    assert!(c.ok(&["lease", "list"]).contains(&lease));
+    assert!(c.ok(&["lease", "revoke", &lease]).contains("revoked"));
+    assert_eq!(c.ok(&["get", "leased"]), "");
+
+    // cluster and maintenance.
+    assert_eq!(c.ok(&["member", "list"]).lines().count(), 3);
+    assert_eq!(c.ok(&["endpoint", "status"]).lines().count(), 3);
+    // etcdctl 3.4 reports health on stderr.
+    let health = c.ctl(&["endpoint", "health"]);
+    assert!(health.status.success(), "{health:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&health.stderr)
+            .matches("is healthy")
+            .count(),
+        3,
+        "{health:?}"
+    );
+    let hashes = c.ok(&["endpoint", "hashkv"]);
+    assert_eq!(hashes.lines().count(), 3, "{hashes}");
+    let now = json_number(&c.ok(&["get", "foo", "-w", "json"]), "revision");
+    assert!(
+        c.ok(&["compaction", &now.to_string()])
+            .contains(&format!("compacted revision {now}"))
+    );
+    let old = c.ctl(&["get", "foo", &format!("--rev={rev}")]);
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("required revision has been compacted"),
+        "{old:?}"
+    );
+    let snap = c.logs.join("snap.db");
+    let saved = c.ctl_at(
+        &format!("127.0.0.1:{}", c.members[0].client_port),
+        &["snapshot", "save", snap.to_str().expect("path")],
+        None,
+    );
+    assert!(saved.status.success(), "snapshot save: {saved:?}");
+
+    // SIGKILL the leader: writes resume once a new leader is elected.
+    let leader = c.leader().expect("a leader");
+    let killed = Instant::now();
+    if let Some(mut child) = c.members[leader].child.take() {
+        child.kill().expect("kill the leader");
+        let _ = child.wait();
+    }
+    let mut resumed = None;
+    for attempt in 0..100 {
+        let out = c.ctl_at(
+            &c.endpoints(true),
+            &["put", "after", &attempt.to_string()],
+            None,
+        );
+        if out.status.success() {
+            resumed = Some(killed.elapsed());
+            break;
+        }
+    }
+    let resumed = resumed.expect("writes resumed after the leader was killed");
+    eprintln!(
+        "leader kill: first successful write {} ms after SIGKILL",
+        resumed.as_millis()
+    );
+
+    // Write well past a snapshot while it is down, then restart it: it
+    // catches up (by snapshot) and serves the same data.
+    for i in 0..(3 * SNAPSHOT_COUNT) {
+        c.ok(&["put", &format!("bulk{i:03}"), &i.to_string()]);
+    }
+    c.spawn(leader);
+    c.wait_healthy(leader);
+    let me = format!("127.0.0.1:{}", c.members[leader].client_port);
+    let last = format!("bulk{:03}", 3 * SNAPSHOT_COUNT - 1);
+    let mut caught_up = false;
+    for _ in 0..100 {
+        let out = c.ctl_at(
+            &me,
+            &["get", &last, "--consistency=s", "--print-value-only"],
+            None,
+        );
+        if String::from_utf8_lossy(&out.stdout).trim() == (3 * SNAPSHOT_COUNT - 1).to_string() {
+            caught_up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        caught_up,
+        "the restarted member caught up; log:\n{}",
+        c.log(leader)
+    );
+    assert!(
+        c.log(leader).contains("installed a snapshot from a peer"),
+        "it was far behind, so it caught up by snapshot"
+    );
+    // Every member serves the same data.
+    for i in 0..3 {
+        let at = format!("127.0.0.1:{}", c.members[i].client_port);
+        let out = c.ctl_at(
+            &at,
+            &["get", "--prefix", "bulk", "--keys-only", "--consistency=s"],
+            None,
+        );
+        let keys = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count();
+        assert_eq!(
+            keys as u64,
+            3 * SNAPSHOT_COUNT,
+            "member {} has every key",
+            i + 1
+        );
+    }
+}
