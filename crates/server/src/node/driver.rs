@@ -92,6 +92,11 @@ pub struct Driver {
     pub(super) watch_owner: HashMap<i64, u64>,
     pub(super) next_watch_session: u64,
     expiring: HashMap<LeaseId, Instant>,
+    /// Our advertised client URLs, told to peers now and then.
+    client_urls: Vec<String>,
+    /// Each peer's client URLs, as it last told us.
+    pub(super) peer_client_urls: HashMap<NodeId, Vec<String>>,
+    ticks: u64,
 }
 
 impl Driver {
@@ -128,7 +133,15 @@ impl Driver {
             watch_owner: HashMap::new(),
             next_watch_session: 1,
             expiring: HashMap::new(),
+            client_urls: Vec::new(),
+            peer_client_urls: HashMap::new(),
+            ticks: 0,
         }
+    }
+
+    /// Sets the client URLs this member advertises to its peers.
+    pub fn advertise(&mut self, client_urls: Vec<String>) {
+        self.client_urls = client_urls;
     }
 
     fn random(&mut self) -> u64 {
@@ -231,6 +244,19 @@ impl Driver {
         }
         self.reforward();
         self.metrics.observe(&self.replica);
+        // Tell the peers our client URLs every hundred ticks.
+        if self.ticks % 100 == 0 {
+            let frame = Forward::Attributes {
+                client_urls: self.client_urls.clone(),
+            }
+            .encode();
+            for peer in self.replica.config().members.clone() {
+                if peer != self.me {
+                    let _ = self.transport.send_forward(peer, &frame);
+                }
+            }
+        }
+        self.ticks += 1;
     }
 
     /// Commands handed to a leader that is no longer the leader go to the
@@ -459,6 +485,9 @@ impl Driver {
                     }
                 }
             }
+            Forward::Attributes { client_urls } => {
+                self.peer_client_urls.insert(from, client_urls);
+            }
             Forward::Chunk(chunk) => {
                 let applied = self.replica.commit_index();
                 if let Some(snapshot) = self.disk.receive(chunk, applied).await? {
@@ -628,9 +657,10 @@ impl Driver {
         }
     }
 
-    /// Sends watch responses to their sessions; a session too slow to take
-    /// them loses its watches (they are cancelled, as etcd cancels a
-    /// watcher that falls too far behind).
+    /// Sends watch responses to their sessions. A session too slow to take
+    /// them is closed whole: its stream ends with "server stopped" and etcd's
+    /// clients reconnect and resume from their last revision, so nothing is
+    /// lost silently.
     pub(super) fn route_watch_responses(&mut self, responses: Vec<WatchResponse>) {
         for response in responses {
             let Some(session) = self.watch_owner.get(&response.watch_id).copied() else {
@@ -639,16 +669,26 @@ impl Driver {
             let Some(tx) = self.watch_sessions.get(&session) else {
                 continue;
             };
-            if tx.try_send(response.clone()).is_err() {
-                warn!(
-                    session,
-                    watch_id = response.watch_id,
-                    "watcher too slow or gone: cancelling"
-                );
-                let revision = self.store.revision();
-                self.hub.cancel(response.watch_id, revision);
-                self.watch_owner.remove(&response.watch_id);
+            if tx.try_send(response).is_err() {
+                warn!(session, "watch session too slow or gone: closing it");
+                self.close_watch_session(session);
             }
+        }
+    }
+
+    /// Forgets a watch session and cancels its watches.
+    pub(super) fn close_watch_session(&mut self, session: u64) {
+        self.watch_sessions.remove(&session);
+        let owned: Vec<i64> = self
+            .watch_owner
+            .iter()
+            .filter(|(_, s)| **s == session)
+            .map(|(w, _)| *w)
+            .collect();
+        let revision = self.store.revision();
+        for watch_id in owned {
+            self.watch_owner.remove(&watch_id);
+            self.hub.cancel(watch_id, revision);
         }
     }
 

@@ -46,6 +46,12 @@ pub enum Forward {
     },
     /// One chunk of a snapshot for a lagging member.
     Chunk(SnapshotChunk),
+    /// "These are my client URLs", told to every peer now and then, so
+    /// that `MemberList` shows every member's.
+    Attributes {
+        /// The sender's advertised client URLs.
+        client_urls: Vec<String>,
+    },
 }
 
 /// Why bytes are not a forward frame.
@@ -94,6 +100,10 @@ impl Forward {
                 out.extend_from_slice(&c.total_len.to_le_bytes());
                 out.extend_from_slice(&c.checksum.to_le_bytes());
                 out.extend_from_slice(&c.data);
+            }
+            Forward::Attributes { client_urls } => {
+                out.push(6);
+                out.extend_from_slice(client_urls.join("\n").as_bytes());
             }
         }
         out
@@ -155,6 +165,17 @@ impl Forward {
                     data: bytes.get(29..).ok_or(Malformed)?.to_vec(),
                 }))
             }
+            Some(6) => {
+                let text =
+                    std::str::from_utf8(bytes.get(1..).ok_or(Malformed)?).map_err(|_| Malformed)?;
+                Ok(Forward::Attributes {
+                    client_urls: text
+                        .split('\n')
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                })
+            }
             _ => Err(Malformed),
         }
     }
@@ -186,6 +207,12 @@ mod tests {
                 checksum: 0xdead_beef,
                 data: vec![1; 36],
             }),
+            Forward::Attributes {
+                client_urls: vec![
+                    "http://127.0.0.1:2379".into(),
+                    "http://10.0.0.1:2379".into(),
+                ],
+            },
         ];
         for f in frames {
             let bytes = f.encode();

@@ -257,6 +257,8 @@ impl Node {
             config.snapshot_every_slots,
             seed,
         );
+        let mut driver = driver;
+        driver.advertise(config.advertise_client_urls.clone());
         let (inputs_tx, inputs_rx) = mpsc::channel(8192);
         let tick = config.tick;
         let driver = tokio::spawn(async move {
@@ -582,22 +584,7 @@ impl Backend for NodeHandle {
 
     fn watch_close(&self, session: u64) -> impl Future<Output = ()> + Send {
         async move {
-            let _ = self
-                .local(move |d| {
-                    d.watch_sessions.remove(&session);
-                    let owned: Vec<i64> = d
-                        .watch_owner
-                        .iter()
-                        .filter(|(_, s)| **s == session)
-                        .map(|(w, _)| *w)
-                        .collect();
-                    let revision = d.store.revision();
-                    for watch_id in owned {
-                        d.watch_owner.remove(&watch_id);
-                        d.hub.cancel(watch_id, revision);
-                    }
-                })
-                .await;
+            let _ = self.local(move |d| d.close_watch_session(session)).await;
         }
     }
 
@@ -621,7 +608,19 @@ impl Backend for NodeHandle {
 
     fn members(&self) -> impl Future<Output = Result<Vec<MemberInfo>, ApiError>> + Send {
         let members = Arc::clone(&self.members);
-        async move { Ok(members.as_ref().clone()) }
+        async move {
+            let known = self.local(|d| d.peer_client_urls.clone()).await?;
+            Ok(members
+                .iter()
+                .map(|m| {
+                    let mut m = m.clone();
+                    if let Some(urls) = known.get(&m.id) {
+                        m.client_urls = urls.clone();
+                    }
+                    m
+                })
+                .collect())
+        }
     }
 
     fn hash_kv(&self) -> impl Future<Output = Result<(u32, i64, i64), ApiError>> + Send {
