@@ -245,7 +245,7 @@ impl Driver {
         self.reforward();
         self.metrics.observe(&self.replica);
         // Tell the peers our client URLs every hundred ticks.
-        if self.ticks % 100 == 0 {
+        if self.ticks.is_multiple_of(100) {
             let frame = Forward::Attributes {
                 client_urls: self.client_urls.clone(),
             }
