@@ -105,10 +105,145 @@ pub enum ServeError {
     NoConnections,
 }
 
+/// Per gRPC method, calls started and calls handled by status code, under
+/// the names and labels of the Prometheus gRPC middleware etcd uses, so
+/// dashboards written for etcd find them.
+#[derive(Debug, Default)]
+pub struct GrpcMetrics {
+    counts: std::sync::Mutex<std::collections::BTreeMap<(String, String), MethodCounts>>,
+}
+
+#[derive(Debug, Default)]
+struct MethodCounts {
+    started: u64,
+    handled: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// gRPC status codes by number, as the middleware names them.
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+impl GrpcMetrics {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<(String, String), MethodCounts>> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The kind of call, as the middleware labels it.
+    fn grpc_type(method: &str) -> &'static str {
+        match method {
+            "Watch" | "LeaseKeepAlive" => "bidi_stream",
+            "Snapshot" => "server_stream",
+            _ => "unary",
+        }
+    }
+
+    /// Appends the counters in Prometheus' text format.
+    pub fn write_prometheus(&self, out: &mut String) {
+        let counts = self.lock();
+        let _ = writeln!(
+            out,
+            "# HELP grpc_server_started_total Total number of RPCs started on the server.\n# TYPE grpc_server_started_total counter"
+        );
+        for ((service, method), c) in counts.iter() {
+            let t = Self::grpc_type(method);
+            let _ = writeln!(
+                out,
+                "grpc_server_started_total{{grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{t}\"}} {}",
+                c.started
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP grpc_server_handled_total Total number of RPCs completed on the server, regardless of success or failure.\n# TYPE grpc_server_handled_total counter"
+        );
+        for ((service, method), c) in counts.iter() {
+            let t = Self::grpc_type(method);
+            for (code, n) in &c.handled {
+                let _ = writeln!(
+                    out,
+                    "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{t}\"}} {n}"
+                );
+            }
+        }
+    }
+}
+
+/// Counts a gRPC call around the inner service. The status code is read
+/// from the response headers (a trailers-only answer, which is how errors
+/// come back); a call answered with a body counts as OK (a streaming call
+/// that fails after its first message is counted as OK).
+async fn count_grpc(
+    grpc: Arc<GrpcMetrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path().trim_start_matches('/').to_string();
+    let is_grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let key = match (is_grpc, path.split_once('/')) {
+        (true, Some((service, method))) => Some((service.to_string(), method.to_string())),
+        _ => None,
+    };
+    if let Some(key) = &key {
+        grpc.lock().entry(key.clone()).or_default().started += 1;
+    }
+    let response = next.run(request).await;
+    if let Some(key) = key {
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .and_then(|n| GRPC_CODES.get(n).copied())
+            .unwrap_or("OK");
+        *grpc
+            .lock()
+            .entry(key)
+            .or_default()
+            .handled
+            .entry(code)
+            .or_insert(0) += 1;
+    }
+    response
+}
+
 /// The client port's routes: the gRPC services in `grpc`, plus `/health`
 /// and `/metrics` over plain HTTP.
 pub fn router(grpc: tonic::service::Routes, health: HealthFn, metrics: MetricsFn) -> Router {
+    let counters = Arc::new(GrpcMetrics::default());
+    let counted = Arc::clone(&counters);
+    let metrics: MetricsFn = Arc::new(move || {
+        let mut body = metrics();
+        counters.write_prometheus(&mut body);
+        body
+    });
     grpc.into_axum_router()
+        .layer(axum::middleware::from_fn(move |request, next| {
+            count_grpc(Arc::clone(&counted), request, next)
+        }))
         .route(
             "/health",
             get(move || {

@@ -410,6 +410,18 @@ fn etcdctl_drives_a_three_member_cluster_through_a_leader_kill() {
     assert_eq!(c.ok(&["put", "after-garbage", "ok"]), "OK\n");
     assert_eq!(c.ok(&["get", "big"]), "");
 
+    // Prometheus metrics as etcd names them, gRPC calls counted per method.
+    let metrics: String = (0..3).filter_map(|i| c.http_get(i, "/metrics")).collect();
+    for needle in [
+        "etcd_server_has_leader 1",
+        "etcd_disk_wal_fsync_duration_seconds_count",
+        "grpc_server_started_total{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}",
+        "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}",
+        "grpc_server_handled_total{grpc_code=\"InvalidArgument\",grpc_method=\"Put\"",
+    ] {
+        assert!(metrics.contains(needle), "/metrics lacks {needle}");
+    }
+
     // cluster and maintenance: every member's client URL is known.
     std::thread::sleep(Duration::from_millis(1200));
     let members = c.ok(&["member", "list"]);
