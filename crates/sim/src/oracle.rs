@@ -7,6 +7,7 @@ use paxos::multi::{ClientId, Slot, Value};
 use paxos::{Ballot, NodeId};
 
 use crate::kv::Fnv;
+use crate::trace::short_value;
 
 /// A broken safety property, with what the oracle saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,7 +109,9 @@ impl Oracle {
         match self.chosen.get(&slot) {
             Some(existing) if existing != value => {
                 let what = format!(
-                    "slot {slot} chosen twice: {existing:?} and then {value:?} at ballot {ballot}"
+                    "slot {slot} chosen twice: {} and then {} at ballot {ballot}",
+                    short_value(existing),
+                    short_value(value)
                 );
                 self.violate(time_us, what);
             }
