@@ -236,8 +236,9 @@ pub fn router(grpc: tonic::service::Routes, health: HealthFn, metrics: MetricsFn
     let counters = Arc::new(GrpcMetrics::default());
     let counted = Arc::clone(&counters);
     let metrics: MetricsFn = Arc::new(move || {
-        let mut body = metrics();
+        let mut body = String::new();
         counters.write_prometheus(&mut body);
+        body.push_str(&metrics());
         body
     });
     grpc.into_axum_router()

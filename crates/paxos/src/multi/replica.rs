@@ -513,6 +513,13 @@ impl Replica {
 
     // ----- acceptor -----
 
+    /// Refuses `ballot`, naming the promise it lost to, so its proposer
+    /// stops early.
+    fn nack(&mut self, to: NodeId, ballot: Ballot) {
+        let higher = self.promised;
+        self.send(to, Message::Nack { ballot, higher });
+    }
+
     /// Whether this replica knows a live leader: it leads, or it heard
     /// from its leader within an election timeout.
     fn leader_is_live(&self) -> bool {
@@ -538,13 +545,7 @@ impl Replica {
             return;
         }
         if ballot < self.promised {
-            self.send(
-                from,
-                Message::Nack {
-                    ballot,
-                    higher: self.promised,
-                },
-            );
+            self.nack(from, ballot);
             return;
         }
         if ballot > self.promised {
@@ -579,13 +580,7 @@ impl Replica {
 
     fn on_accept(&mut self, from: NodeId, ballot: Ballot, slot: Slot, value: Value) {
         if ballot < self.promised {
-            self.send(
-                from,
-                Message::Nack {
-                    ballot,
-                    higher: self.promised,
-                },
-            );
+            self.nack(from, ballot);
             return;
         }
         self.promised = ballot;
@@ -623,13 +618,7 @@ impl Replica {
 
     fn on_heartbeat(&mut self, from: NodeId, ballot: Ballot, commit_index: Slot, round: u64) {
         if ballot < self.promised {
-            self.send(
-                from,
-                Message::Nack {
-                    ballot,
-                    higher: self.promised,
-                },
-            );
+            self.nack(from, ballot);
             return;
         }
         self.observe(ballot);

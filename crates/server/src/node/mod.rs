@@ -423,6 +423,16 @@ impl NodeHandle {
         rx.await.map_err(|_| ApiError::Stopped)
     }
 
+    /// Waits for the driver's answer; the driver times requests out itself,
+    /// this bound only guards against a stuck driver.
+    async fn answer<T>(&self, rx: oneshot::Receiver<Result<T, ApiError>>) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.timeout * 2, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ApiError::Stopped),
+            Err(_) => Err(ApiError::Timeout),
+        }
+    }
+
     async fn linearizable<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
@@ -435,11 +445,7 @@ impl NodeHandle {
             .send(Input::Read(serve))
             .await
             .map_err(|_| ApiError::Stopped)?;
-        match tokio::time::timeout(self.timeout * 2, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ApiError::Stopped),
-            Err(_) => Err(ApiError::Timeout),
-        }
+        self.answer(rx).await
     }
 }
 
@@ -456,11 +462,7 @@ impl Backend for NodeHandle {
                 .send(Input::Propose { command, reply })
                 .await
                 .map_err(|_| ApiError::Stopped)?;
-            match tokio::time::timeout(self.timeout * 2, rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(ApiError::Stopped),
-                Err(_) => Err(ApiError::Timeout),
-            }
+            self.answer(rx).await
         }
     }
 

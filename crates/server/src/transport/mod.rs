@@ -363,18 +363,7 @@ impl TransportHandle {
         frame.extend_from_slice(&inner.shared.me.to_le_bytes());
         frame.extend_from_slice(&to.to_le_bytes());
         frame.extend_from_slice(body);
-        let len = frame.len() - wire::LENGTH_PREFIX_BYTES;
-        let max = inner.shared.config.frame_bytes_max;
-        let prefix = match u32::try_from(len) {
-            Ok(prefix) if prefix <= max => prefix,
-            _ => return Err(SendError::TooLarge { len, max }),
-        };
-        frame[..wire::LENGTH_PREFIX_BYTES].copy_from_slice(&prefix.to_le_bytes());
-        let dropped = peer.queue.push(frame);
-        if dropped > 0 {
-            debug!(peer = to, dropped, "peer queue full: dropped oldest frames");
-        }
-        Ok(())
+        enqueue(peer, frame, inner.shared.config.frame_bytes_max)
     }
 
     /// The channel of forward frames received, as `(from, body)`; it can be
@@ -409,20 +398,7 @@ impl TransportHandle {
         // Encode straight behind a placeholder prefix: one buffer, no copy.
         let mut frame = vec![0u8; wire::LENGTH_PREFIX_BYTES];
         encode_envelope(envelope, &mut frame);
-        let len = frame.len() - wire::LENGTH_PREFIX_BYTES;
-        let max = inner.shared.config.frame_bytes_max;
-        let prefix = match u32::try_from(len) {
-            Ok(prefix) if prefix <= max => prefix,
-            _ => return Err(SendError::TooLarge { len, max }),
-        };
-        frame[..wire::LENGTH_PREFIX_BYTES].copy_from_slice(&prefix.to_le_bytes());
-        let dropped = peer.queue.push(frame);
-        if dropped > 0 {
-            debug!(
-                peer = peer.id,
-                dropped, "peer queue full: dropped oldest frames"
-            );
-        }
+        enqueue(peer, frame, inner.shared.config.frame_bytes_max)?;
         Ok(())
     }
 
@@ -523,6 +499,25 @@ impl Drop for Inner {
             task.abort();
         }
     }
+}
+
+/// Fills in the length prefix of a frame built behind a placeholder and
+/// queues it for `peer`; a full queue drops its oldest frames (counted).
+fn enqueue(peer: &Peer, mut frame: Vec<u8>, max: u32) -> Result<(), SendError> {
+    let len = frame.len() - wire::LENGTH_PREFIX_BYTES;
+    let prefix = match u32::try_from(len) {
+        Ok(prefix) if prefix <= max => prefix,
+        _ => return Err(SendError::TooLarge { len, max }),
+    };
+    frame[..wire::LENGTH_PREFIX_BYTES].copy_from_slice(&prefix.to_le_bytes());
+    let dropped = peer.queue.push(frame);
+    if dropped > 0 {
+        debug!(
+            peer = peer.id,
+            dropped, "peer queue full: dropped oldest frames"
+        );
+    }
+    Ok(())
 }
 
 /// State the tasks share.
