@@ -75,16 +75,17 @@ fn etcdctl_drives_a_three_member_cluster_through_a_leader_kill() {
     );
     assert_eq!(c.ok(&["get", "foo", "--print-value-only"]), "bar3\n");
 
-    // watch, with a concurrent writer.
+    // watch, with a concurrent writer. It watches from the next revision,
+    // so no event is missed however long the watch takes to register.
+    let next = json_number(&c.ok(&["get", "foo", "-w", "json"]), "revision") + 1;
     let mut watcher = Command::new(etcdctl_path())
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", c.endpoints(true)))
-        .args(["watch", "w"])
+        .args(["watch", "w", &format!("--rev={next}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("etcdctl watch");
-    std::thread::sleep(Duration::from_millis(500));
     c.ok(&["put", "w", "1"]);
     c.ok(&["put", "w", "2"]);
     c.ok(&["del", "w"]);
