@@ -37,6 +37,8 @@
 //! produce a false violation.
 #![deny(missing_docs)]
 
+pub mod history;
+
 mod model;
 mod search;
 mod window;

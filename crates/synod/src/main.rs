@@ -1,6 +1,7 @@
 //! synod: a Paxos-replicated key-value store, and a laboratory of the
 //! protocols it is built from. This binary is its front door.
 
+mod check_cmd;
 mod node_cmd;
 mod sim_cmd;
 
@@ -27,12 +28,15 @@ enum Command {
     Node(node_cmd::NodeArgs),
     /// Run the deterministic simulator over many seeds, or trace one.
     Sim(sim_cmd::SimArgs),
+    /// Check a recorded history (JSON lines) for linearizability.
+    Check(check_cmd::CheckArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Check(args) => check_cmd::run(args),
         Command::Node(args) => serve(|| node_cmd::node(args)),
         Command::Demo(args) => serve(|| node_cmd::demo(args)),
     };

@@ -43,6 +43,10 @@ pub struct SimArgs {
     /// Print the run message by message (with --seed).
     #[arg(long, requires = "seed")]
     trace: bool,
+    /// Write the run's client history to this file, as JSON lines that
+    /// `synod check` reads (with --seed).
+    #[arg(long, requires = "seed")]
+    history: Option<std::path::PathBuf>,
     /// Worker threads (default: one per core).
     #[arg(long)]
     jobs: Option<usize>,
@@ -162,6 +166,23 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             for line in trace {
                 println!("{line}");
             }
+        }
+        if let Some(path) = &args.history {
+            // Virtual microseconds become the format's nanoseconds.
+            let history: Vec<check::Operation> = report
+                .history
+                .iter()
+                .cloned()
+                .map(|mut op| {
+                    op.invoke *= 1000;
+                    op.complete = op.complete.map(|t| t * 1000);
+                    op
+                })
+                .collect();
+            let mut out = String::new();
+            check::history::write(&history, &mut out);
+            std::fs::write(path, out)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         let mut totals = Totals::default();
         add(&mut totals, seed, &report, started.elapsed());
