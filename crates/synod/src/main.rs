@@ -4,6 +4,7 @@
 mod check_cmd;
 mod node_cmd;
 mod sim_cmd;
+mod torture;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,9 @@ enum Command {
     Sim(sim_cmd::SimArgs),
     /// Check a recorded history (JSON lines) for linearizability.
     Check(check_cmd::CheckArgs),
+    /// Run real members under crashes, pauses and partitions, record a
+    /// client history and check it.
+    Torture(torture::TortureArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +41,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Sim(args) => sim_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
+        Command::Torture(args) => torture::run(args),
         Command::Node(args) => serve(|| node_cmd::node(args)),
         Command::Demo(args) => serve(|| node_cmd::demo(args)),
     };
