@@ -93,11 +93,12 @@ impl NodeConfig {
         }
     }
 
-    /// A member's id: a hash of its peer URL and the cluster token, as etcd
-    /// derives member ids, so every member computes the same ids.
+    /// A member's id: a hash of its name and the cluster token, so every
+    /// member computes the same ids even when each reaches the others by
+    /// different addresses (through proxies, say).
     pub fn member_id(&self, member: &MemberConfig) -> u64 {
         fnv(&[
-            member.peer_url.as_bytes(),
+            member.name.as_bytes(),
             b"\0",
             self.cluster_token.as_bytes(),
         ])
