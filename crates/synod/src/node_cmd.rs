@@ -68,6 +68,10 @@ pub struct NodeArgs {
     /// milliseconds (randomized up to twice this).
     #[arg(long, env = "SYNOD_ELECTION_TIMEOUT", default_value_t = 500)]
     election_timeout: u64,
+    /// Test only, unsafe: serve linearizable reads from local state without
+    /// the read-index round, to show the torture checker catching it.
+    #[arg(long, hide = true)]
+    unsafe_local_reads: bool,
 }
 
 /// Arguments of `synod demo`.
@@ -158,6 +162,7 @@ fn config_from(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
         bail!("--snapshot-count must be positive");
     }
     config.snapshot_every_slots = args.snapshot_count;
+    config.unsafe_local_reads = args.unsafe_local_reads;
     let tick_ms = config.tick.as_millis().max(1) as u64;
     if args.heartbeat_interval < tick_ms || args.election_timeout < 3 * args.heartbeat_interval {
         bail!(
@@ -222,6 +227,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             snapshot_count: 10_000,
             heartbeat_interval: 50,
             election_timeout: 500,
+            unsafe_local_reads: false,
         };
         let config = config_from(&node_args)?;
         let node = Node::start(config).await.with_context(|| {

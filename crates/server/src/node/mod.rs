@@ -72,6 +72,10 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Snapshot the state machine and trim the log this often, in slots.
     pub snapshot_every_slots: u64,
+    /// Deliberately unsafe, for proving the torture checker can fail: serve
+    /// "linearizable" reads from this member's applied state, without the
+    /// read-index round. Never set outside tests.
+    pub unsafe_local_reads: bool,
 }
 
 impl NodeConfig {
@@ -90,6 +94,7 @@ impl NodeConfig {
             election_ticks: 50,
             request_timeout: Duration::from_secs(5),
             snapshot_every_slots: 10_000,
+            unsafe_local_reads: false,
         }
     }
 
@@ -97,12 +102,7 @@ impl NodeConfig {
     /// member computes the same ids even when each reaches the others by
     /// different addresses (through proxies, say).
     pub fn member_id(&self, member: &MemberConfig) -> u64 {
-        fnv(&[
-            member.name.as_bytes(),
-            b"\0",
-            self.cluster_token.as_bytes(),
-        ])
-        .max(1)
+        fnv(&[member.name.as_bytes(), b"\0", self.cluster_token.as_bytes()]).max(1)
     }
 
     /// This member's id, if its name is in the initial cluster.
@@ -168,6 +168,7 @@ pub struct NodeHandle {
     cluster_id: u64,
     members: Arc<Vec<MemberInfo>>,
     timeout: Duration,
+    unsafe_local_reads: bool,
 }
 
 impl std::fmt::Debug for Input {
@@ -290,6 +291,7 @@ impl Node {
             cluster_id: config.cluster_id(),
             members: Arc::new(members),
             timeout: config.request_timeout,
+            unsafe_local_reads: config.unsafe_local_reads,
         };
 
         let listener = tokio::net::TcpListener::bind(config.listen_client)
@@ -473,7 +475,7 @@ impl Backend for NodeHandle {
         serializable: bool,
     ) -> impl Future<Output = Result<kv::RangeResponse, ApiError>> + Send {
         async move {
-            if serializable {
+            if serializable || self.unsafe_local_reads {
                 self.local(move |d| d.store().range(&request).map_err(ApiError::Kv))
                     .await?
             } else {
