@@ -94,6 +94,8 @@ pub struct Driver {
     expiring: HashMap<LeaseId, Instant>,
     /// Our advertised client URLs, told to peers now and then.
     client_urls: Vec<String>,
+    /// The last slot applied to `store`: applies come strictly in order.
+    applied_slot: u64,
     /// Each peer's client URLs, as it last told us.
     pub(super) peer_client_urls: HashMap<NodeId, Vec<String>>,
     ticks: u64,
@@ -115,6 +117,7 @@ impl Driver {
     ) -> Self {
         Driver {
             me,
+            applied_slot: replica.snapshot_slot(),
             replica,
             store,
             hub: WatchHub::new(),
@@ -499,6 +502,7 @@ impl Driver {
                                 "installed a snapshot from a peer"
                             );
                             self.store = store;
+                            self.applied_slot = snapshot.index;
                             self.replica.install_snapshot(snapshot.index);
                             self.serve_reads_at_index();
                         }
@@ -600,13 +604,14 @@ impl Driver {
     }
 
     fn apply(&mut self, slot: u64, value: Value) {
+        assert_eq!(slot, self.applied_slot + 1, "slots apply strictly in order");
+        self.applied_slot = slot;
         if let Value::Batch(commands) = value {
             for c in commands {
                 self.apply_command(c);
             }
         }
         self.serve_reads_at_index();
-        debug_assert_eq!(slot, self.replica.applied().min(slot));
     }
 
     fn apply_command(&mut self, c: Command) {
