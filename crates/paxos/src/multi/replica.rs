@@ -583,18 +583,19 @@ impl Replica {
             self.nack(from, ballot);
             return;
         }
+        if slot <= self.snapshot_slot {
+            // Chosen and trimmed here. Acknowledging would vouch for a value
+            // we no longer hold: a stale leader whose ballot is above our
+            // promise but below the ballot that chose this slot could count
+            // it towards a second, different value. Stay silent; the
+            // members that still hold the slot answer for it.
+            return;
+        }
         self.promised = ballot;
         self.observe(ballot);
         if from != self.config.id {
             self.leader = Some(from);
             self.reset_election_timer();
-        }
-        if slot <= self.snapshot_slot {
-            // Chosen and applied here already; any higher ballot proposing
-            // it carries the chosen value, so acknowledging is safe, and
-            // there is nothing left to record.
-            self.send(from, Message::Accepted { ballot, slot });
-            return;
         }
         let duplicate = self
             .accepted

@@ -481,7 +481,7 @@ impl Driver {
                 if let Some((serve, _)) = self.remote_reads.remove(&id) {
                     if index == 0 {
                         serve(Err(ApiError::NoLeader));
-                    } else if index <= self.replica.applied() {
+                    } else if index <= self.applied_slot {
                         serve(Ok(&self.store));
                     } else {
                         self.reads_at_index.entry(index).or_default().push(serve);
@@ -650,8 +650,12 @@ impl Driver {
         }
     }
 
+    /// Serves follower reads whose read index the store has reached. The
+    /// store's own apply point, not the replica's: the replica counts
+    /// applies it has handed out that this driver may not have carried out
+    /// yet, and serving against it would read a stale store.
     fn serve_reads_at_index(&mut self) {
-        let applied = self.replica.applied();
+        let applied = self.applied_slot;
         while let Some(entry) = self.reads_at_index.first_entry() {
             if *entry.key() > applied {
                 break;
@@ -698,7 +702,13 @@ impl Driver {
     }
 
     async fn maybe_checkpoint(&mut self) -> Result<(), String> {
-        let applied = self.replica.applied();
+        // The image must be the store's state at the slot it is saved under.
+        let applied = self.applied_slot;
+        debug_assert_eq!(
+            applied,
+            self.replica.applied(),
+            "flushed: every apply carried out"
+        );
         if applied < self.replica.snapshot_slot() + self.snapshot_every_slots {
             return Ok(());
         }
