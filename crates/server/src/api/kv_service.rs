@@ -11,7 +11,7 @@ use kv::{Command, KvError, Limits};
 use tonic::{Request, Response, Status};
 
 use super::backend::Backend;
-use super::status::kv_status;
+use super::status::{checked_propose, kv_status, mismatched};
 use super::stream::HeaderFill;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
@@ -46,18 +46,9 @@ impl<B: Backend> KvService<B> {
         self
     }
 
-    /// Checks, then proposes a command.
     async fn propose(&self, command: Command) -> Result<kv::Response, Status> {
-        self.limits.check(&command).map_err(|e| kv_status(&e))?;
-        Ok(self.backend.propose(command).await?)
+        checked_propose(self.backend.as_ref(), &self.limits, command).await
     }
-}
-
-/// The backend answered a command with a response of another kind.
-fn mismatched(what: &str) -> Status {
-    Status::internal(format!(
-        "synod: backend answered {what} with another response kind"
-    ))
 }
 
 #[tonic::async_trait]

@@ -10,7 +10,7 @@ use kv::{Command, KvError, Limits};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::backend::{ApiError, Backend};
-use super::status::kv_status;
+use super::status::{checked_propose, mismatched};
 use super::stream::{ChannelStream, HeaderFill};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::lease_server::Lease;
@@ -47,15 +47,8 @@ impl<B: Backend> LeaseService<B> {
     }
 
     async fn propose(&self, command: Command) -> Result<kv::Response, Status> {
-        self.limits.check(&command).map_err(|e| kv_status(&e))?;
-        Ok(self.backend.propose(command).await?)
+        checked_propose(self.backend.as_ref(), &self.limits, command).await
     }
-}
-
-fn mismatched(what: &str) -> Status {
-    Status::internal(format!(
-        "synod: backend answered {what} with another response kind"
-    ))
 }
 
 /// One keep-alive, as etcd's stream answers it: the lease's TTL, or TTL 0

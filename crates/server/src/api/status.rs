@@ -61,6 +61,25 @@ pub fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("synod: {what} is not supported"))
 }
 
+/// The backend answered a command with a response of another kind: a bug,
+/// reported rather than panicked on.
+pub fn mismatched(what: &str) -> Status {
+    Status::internal(format!(
+        "synod: backend answered {what} with another response kind"
+    ))
+}
+
+/// Checks a command against etcd's limits, so that a bad request is
+/// answered without touching the log, then proposes it.
+pub async fn checked_propose<B: super::Backend>(
+    backend: &B,
+    limits: &kv::Limits,
+    command: kv::Command,
+) -> Result<kv::Response, Status> {
+    limits.check(&command).map_err(|e| kv_status(&e))?;
+    Ok(backend.propose(command).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
