@@ -1,8 +1,10 @@
 //! synod: a Paxos-replicated key-value store, and a laboratory of the
 //! protocols it is built from. This binary is its front door.
 
+mod bench;
 mod check_cmd;
 mod node_cmd;
+mod rng;
 mod sim_cmd;
 mod torture;
 
@@ -31,6 +33,10 @@ enum Command {
     Sim(sim_cmd::SimArgs),
     /// Check a recorded history (JSON lines) for linearizability.
     Check(check_cmd::CheckArgs),
+    /// Drive an etcd v3 endpoint (synod or etcd) with a closed-loop load
+    /// and report throughput and latency; also `bench floor` and
+    /// `bench compare`.
+    Bench(bench::BenchArgs),
     /// Run real members under crashes, pauses and partitions, record a
     /// client history and check it.
     Torture(torture::TortureArgs),
@@ -42,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Sim(args) => sim_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
         Command::Torture(args) => torture::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Node(args) => serve(|| node_cmd::node(args)),
         Command::Demo(args) => serve(|| node_cmd::demo(args)),
     };

@@ -1,0 +1,242 @@
+//! `synod bench compare`: two systems' figures side by side, from the
+//! results files `synod bench --json` appended to, with the ratio of each.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Args;
+
+use super::record::{self, Record, RunRecord};
+
+/// Arguments of `synod bench compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Results files (JSON lines from `synod bench --json`).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Label of the system measured.
+    #[arg(long, default_value = "synod")]
+    candidate: String,
+    /// Label of the system it is measured against.
+    #[arg(long, default_value = "etcd")]
+    baseline: String,
+    /// Print a Markdown table instead of plain text.
+    #[arg(long)]
+    markdown: bool,
+}
+
+/// Whether a larger figure is the better one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+/// One row: a figure of both systems.
+struct Row {
+    figure: String,
+    candidate: f64,
+    baseline: f64,
+    better: Better,
+}
+
+impl Row {
+    fn ratio(&self) -> f64 {
+        self.candidate / self.baseline
+    }
+
+    fn verdict(&self) -> &'static str {
+        let ratio = self.ratio();
+        if !ratio.is_finite() {
+            return "";
+        }
+        match (self.better, ratio) {
+            (_, r) if (r - 1.0).abs() < 0.005 => "same",
+            (Better::Higher, r) if r > 1.0 => "better",
+            (Better::Lower, r) if r < 1.0 => "better",
+            _ => "worse",
+        }
+    }
+}
+
+/// The rows comparing one figure name.
+fn rows(c: &RunRecord, b: &RunRecord) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut row = |what: &str, candidate: f64, baseline: f64, better: Better| {
+        rows.push(Row {
+            figure: format!("{} {what}", c.name),
+            candidate,
+            baseline,
+            better,
+        });
+    };
+    let (cr, br) = (&c.result, &b.result);
+    row("ops/s", cr.throughput, br.throughput, Better::Higher);
+    row(
+        "p50 ms",
+        cr.latency_ms.p50,
+        br.latency_ms.p50,
+        Better::Lower,
+    );
+    row(
+        "p90 ms",
+        cr.latency_ms.p90,
+        br.latency_ms.p90,
+        Better::Lower,
+    );
+    row(
+        "p99 ms",
+        cr.latency_ms.p99,
+        br.latency_ms.p99,
+        Better::Lower,
+    );
+    row(
+        "p99.9 ms",
+        cr.latency_ms.p999,
+        br.latency_ms.p999,
+        Better::Lower,
+    );
+    let (ce, be) = (cr.errors + cr.timeouts, br.errors + br.timeouts);
+    if ce + be > 0 {
+        row("errors+timeouts", ce as f64, be as f64, Better::Lower);
+    }
+    if let (Some(cw), Some(bw)) = (&c.watch, &b.watch) {
+        row(
+            "events/s",
+            cw.events_per_sec,
+            bw.events_per_sec,
+            Better::Higher,
+        );
+        row(
+            "delivery p50 ms",
+            cw.delivery_ms.p50,
+            bw.delivery_ms.p50,
+            Better::Lower,
+        );
+        row(
+            "delivery p99 ms",
+            cw.delivery_ms.p99,
+            bw.delivery_ms.p99,
+            Better::Lower,
+        );
+    }
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    if !c.rss_mib.is_empty() && !b.rss_mib.is_empty() {
+        row(
+            "RSS per member, max MiB",
+            max(&c.rss_mib),
+            max(&b.rss_mib),
+            Better::Lower,
+        );
+    }
+    rows
+}
+
+/// Runs `synod bench compare`.
+pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    let mut records = Vec::new();
+    for file in &args.files {
+        records.extend(record::read_all(file)?);
+    }
+    let runs = |label: &str| -> Vec<RunRecord> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Run(run) if run.label == label => Some(run.as_ref().clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let (candidates, baselines) = (runs(&args.candidate), runs(&args.baseline));
+    let mut table = Vec::new();
+    for c in &candidates {
+        // The latest run of the same name, if the file holds several.
+        if let Some(b) = baselines.iter().rev().find(|b| b.name == c.name) {
+            table.extend(rows(c, b));
+        }
+    }
+    if table.is_empty() {
+        bail!(
+            "no figure was measured for both {:?} and {:?} in {:?}",
+            args.candidate,
+            args.baseline,
+            args.files
+        );
+    }
+    let (cl, bl) = (&args.candidate, &args.baseline);
+    if args.markdown {
+        println!("| figure | {cl} | {bl} | {cl}/{bl} | |");
+        println!("| --- | ---: | ---: | ---: | --- |");
+        for r in &table {
+            println!(
+                "| {} | {} | {} | {:.2}x | {} |",
+                r.figure,
+                number(r.candidate),
+                number(r.baseline),
+                r.ratio(),
+                r.verdict()
+            );
+        }
+    } else {
+        println!(
+            "{:<40} {:>12} {:>12} {:>10}",
+            "figure",
+            cl,
+            bl,
+            format!("{cl}/{bl}")
+        );
+        for r in &table {
+            println!(
+                "{:<40} {:>12} {:>12} {:>9.2}x  {}",
+                r.figure,
+                number(r.candidate),
+                number(r.baseline),
+                r.ratio(),
+                r.verdict()
+            );
+        }
+    }
+    for r in records.iter().filter_map(|r| match r {
+        Record::Floor(f) => Some(f),
+        _ => None,
+    }) {
+        println!(
+            "floor ({}): append+fdatasync p50 {:.3} ms + loopback gRPC round trip p50 {:.3} ms = {:.3} ms",
+            r.label, r.fsync_ms.p50, r.grpc_ms.p50, r.floor_p50_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A figure printed with as many decimals as its size warrants.
+fn number(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_follow_the_direction_of_each_figure() {
+        let row = |c, b, better| Row {
+            figure: String::new(),
+            candidate: c,
+            baseline: b,
+            better,
+        };
+        assert_eq!(row(2.0, 1.0, Better::Higher).verdict(), "better");
+        assert_eq!(row(2.0, 1.0, Better::Lower).verdict(), "worse");
+        assert_eq!(row(0.5, 1.0, Better::Lower).verdict(), "better");
+        assert_eq!(row(1.001, 1.0, Better::Lower).verdict(), "same");
+        assert_eq!(row(1.0, 0.0, Better::Lower).verdict(), "");
+        assert_eq!(row(3.0, 2.0, Better::Higher).ratio(), 1.5);
+    }
+}
