@@ -149,6 +149,9 @@ struct Node {
     /// Acceptances appended but not yet synced; the oracle counts an
     /// acceptance once it is durable.
     unsynced: Vec<(Slot, Ballot, Value)>,
+    /// A promise or acceptance was appended and not yet synced: the next
+    /// output must wait for an fsync.
+    barrier_pending: bool,
     /// The node refused to start on data it cannot trust: it stays down.
     refused: bool,
     kv: Kv,
@@ -233,6 +236,7 @@ impl World {
                     fs,
                     store,
                     unsynced: Vec::new(),
+                    barrier_pending: false,
                     kv: Kv::default(),
                     writes: BTreeMap::new(),
                     reads: BTreeMap::new(),
@@ -473,6 +477,7 @@ impl World {
                         self.stop_node(node, &e.to_string());
                         return;
                     }
+                    n.barrier_pending |= record.is_barrier();
                     if let Record::Accept {
                         slot,
                         ballot,
@@ -527,11 +532,14 @@ impl World {
         let Some(store) = &mut n.store else {
             return false;
         };
-        if !store.is_dirty() {
+        // Commit records alone are hints: they wait for the next barrier,
+        // as the server's driver lets them (a crash may lose them).
+        if !n.barrier_pending {
             return true;
         }
         match store.sync() {
             Ok(()) => {
+                n.barrier_pending = false;
                 for (slot, ballot, value) in std::mem::take(&mut n.unsynced) {
                     self.oracle.accepted(self.now, id, slot, ballot, &value);
                 }
@@ -1032,6 +1040,7 @@ impl World {
         n.replica = None;
         n.store = None;
         n.unsynced.clear();
+        n.barrier_pending = false;
         n.kv = Kv::default();
         n.writes.clear();
         n.reads.clear();

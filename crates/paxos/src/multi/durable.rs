@@ -31,6 +31,16 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// Whether outputs after this record must wait until it is durable.
+    /// Promises and acceptances must (persist before you promise); a
+    /// commit is a hint that may reach the disk with the next sync, or be
+    /// lost in a crash, so it never costs an fsync of its own.
+    pub fn is_barrier(&self) -> bool {
+        !matches!(self, Record::Commit { .. })
+    }
+}
+
 /// Everything a replica recovers from stable storage on restart.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Durable {

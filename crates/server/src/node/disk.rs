@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 enum Job {
     Persist {
         records: Vec<Record>,
+        /// Whether to fsync after appending.
+        sync: bool,
         reply: oneshot::Sender<Result<u64, String>>,
     },
     Checkpoint {
@@ -70,12 +72,16 @@ pub fn open(dir: PathBuf) -> Result<(Disk, Restored), storage::Error> {
 fn run(mut store: ReplicaStore<StdFs>, jobs: std_mpsc::Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
         match job {
-            Job::Persist { records, reply } => {
+            Job::Persist {
+                records,
+                sync,
+                reply,
+            } => {
                 let started = Instant::now();
                 let result = records
                     .iter()
                     .try_for_each(|r| store.append(r))
-                    .and_then(|()| store.sync())
+                    .and_then(|()| if sync { store.sync() } else { Ok(()) })
                     .map(|()| started.elapsed().as_micros() as u64)
                     .map_err(|e| e.to_string());
                 let _ = reply.send(result);
@@ -112,7 +118,24 @@ impl Disk {
 
     /// Appends and fsyncs a batch; returns the time it took, in microseconds.
     pub async fn persist(&self, records: Vec<Record>) -> Result<u64, String> {
-        self.ask(|reply| Job::Persist { records, reply }).await
+        self.ask(|reply| Job::Persist {
+            records,
+            sync: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Appends a batch without an fsync: it becomes durable with the next
+    /// [`Disk::persist`] (or is lost in a crash, which hints may be).
+    pub async fn append(&self, records: Vec<Record>) -> Result<(), String> {
+        self.ask(|reply| Job::Persist {
+            records,
+            sync: false,
+            reply,
+        })
+        .await
+        .map(drop)
     }
 
     /// Saves a snapshot of the state machine at `slot` and trims the log.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kv::{ApplyContext, KvError, LeaseId, SessionOutcome, Store, WatchHub, WatchResponse};
 use paxos::NodeId;
-use paxos::multi::{Command, Envelope, Output, ProposeError, ReadId, Replica, Value};
+use paxos::multi::{Command, Envelope, Output, ProposeError, ReadId, Record, Replica, Value};
 use storage::SnapshotSender;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -514,28 +514,50 @@ impl Driver {
         Ok(())
     }
 
-    /// Carries out the core's outputs in order, persists first.
+    /// Carries out the core's outputs, persists first.
+    ///
+    /// A `Persist` of a promise or an acceptance is a barrier: nothing
+    /// after it may happen before it is durable. Everything after the
+    /// first one therefore waits for a single fsync of every record of the
+    /// turn (group commit), and the outputs before it go out at once.
+    /// Holding an output back is always allowed (the network may delay any
+    /// message, and applies only need their order); doing one early never
+    /// is. Commit records alone are appended without an fsync: they are
+    /// hints, synced with the next barrier.
     async fn flush(&mut self) -> Result<(), String> {
         loop {
             let outputs = self.replica.take_outputs();
             if outputs.is_empty() {
                 break;
             }
+            let first_persist = outputs
+                .iter()
+                .position(|o| matches!(o, Output::Persist(r) if r.is_barrier()))
+                .unwrap_or(outputs.len());
             let mut records = Vec::new();
-            for output in outputs {
-                if let Output::Persist(record) = output {
-                    records.push(record);
-                    continue;
+            let mut after = Vec::new();
+            for (i, output) in outputs.into_iter().enumerate() {
+                match output {
+                    Output::Persist(record) => records.push(record),
+                    other if i < first_persist => {
+                        if !records.is_empty() {
+                            // Hints before the first barrier: in the log
+                            // before what follows them, no fsync.
+                            self.disk.append(std::mem::take(&mut records)).await?;
+                        }
+                        self.execute(other).await?;
+                    }
+                    other => after.push(other),
                 }
-                if !records.is_empty() {
-                    let micros = self.disk.persist(std::mem::take(&mut records)).await?;
-                    self.metrics.fsync(micros);
-                }
-                self.execute(output).await?;
             }
-            if !records.is_empty() {
+            if records.iter().any(Record::is_barrier) {
                 let micros = self.disk.persist(records).await?;
                 self.metrics.fsync(micros);
+            } else if !records.is_empty() {
+                self.disk.append(records).await?;
+            }
+            for output in after {
+                self.execute(output).await?;
             }
         }
         self.maybe_checkpoint().await

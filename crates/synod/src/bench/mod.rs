@@ -141,9 +141,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Connects to `url` within a few seconds.
+/// Connects to `url` (`http://` is assumed if no scheme is given, as
+/// etcdctl does) within a few seconds.
 pub(super) async fn connect(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    let endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("{url:?} is not a valid endpoint URL"))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true);
