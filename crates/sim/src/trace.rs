@@ -65,6 +65,7 @@ pub fn describe(envelope: &Envelope) -> String {
         Message::Accepted { ballot, slot } => format!("Accepted(ballot {ballot}, slot {slot})"),
         Message::Nack { ballot, higher } => format!("Nack(ballot {ballot}, promised {higher})"),
         Message::Commit { slot, value } => format!("Commit(slot {slot}, {})", short_value(value)),
+        Message::Chosen { ballot, slot } => format!("Chosen(slot {slot} at {ballot})"),
         Message::Heartbeat {
             ballot,
             commit_index,

@@ -58,8 +58,8 @@ pub struct NodeArgs {
         default_value = "etcd-cluster"
     )]
     initial_cluster_token: String,
-    /// Applied slots between snapshots (each trims the log).
-    #[arg(long, env = "SYNOD_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    /// Applied commands between snapshots (each trims the log).
+    #[arg(long, env = "SYNOD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     snapshot_count: u64,
     /// Time between the leader's heartbeats, in milliseconds.
     #[arg(long, env = "SYNOD_HEARTBEAT_INTERVAL", default_value_t = 50)]
@@ -161,7 +161,7 @@ fn config_from(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     if args.snapshot_count == 0 {
         bail!("--snapshot-count must be positive");
     }
-    config.snapshot_every_slots = args.snapshot_count;
+    config.snapshot_count = args.snapshot_count;
     config.unsafe_local_reads = args.unsafe_local_reads;
     let tick_ms = config.tick.as_millis().max(1) as u64;
     if args.heartbeat_interval < tick_ms || args.election_timeout < 3 * args.heartbeat_interval {
@@ -224,7 +224,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             initial_cluster: cluster.clone(),
             initial_cluster_state: "new".into(),
             initial_cluster_token: "synod-demo".into(),
-            snapshot_count: 10_000,
+            snapshot_count: 100_000,
             heartbeat_interval: 50,
             election_timeout: 500,
             unsafe_local_reads: false,

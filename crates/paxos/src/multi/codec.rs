@@ -224,6 +224,11 @@ fn encode_message_body(message: &Message, w: &mut Writer<'_>) {
             w.varint(*slot);
             w.value(value);
         }
+        Message::Chosen { ballot, slot } => {
+            w.u8(10);
+            w.ballot(*ballot);
+            w.varint(*slot);
+        }
         Message::Heartbeat {
             ballot,
             commit_index,
@@ -308,6 +313,10 @@ fn decode_message_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             round: r.varint()?,
         },
         9 => Message::CatchUp { from: r.varint()? },
+        10 => Message::Chosen {
+            ballot: r.ballot()?,
+            slot: r.varint()?,
+        },
         t => return Err(DecodeError::Tag(t)),
     })
 }
@@ -419,6 +428,7 @@ mod tests {
                 slot: 5,
                 value: Value::Noop,
             },
+            Message::Chosen { ballot: b, slot: 5 },
             Message::Heartbeat {
                 ballot: b,
                 commit_index: 12,

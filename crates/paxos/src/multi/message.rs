@@ -95,6 +95,16 @@ pub enum Message {
         /// The chosen value.
         value: Value,
     },
+    /// The decision for `slot` without its value, sent to an acceptor that
+    /// voted for it: "what you accepted at `ballot` is chosen". One ballot
+    /// proposes one value per slot, so the acceptor's own copy is the
+    /// chosen value; an acceptor without it ignores this and catches up.
+    Chosen {
+        /// The leader's ballot, at which the value was accepted.
+        ballot: Ballot,
+        /// The slot decided.
+        slot: Slot,
+    },
     /// The leader is alive; also the quorum round that confirms a read-index.
     Heartbeat {
         /// The leader's ballot.
@@ -125,6 +135,7 @@ impl Message {
         match self {
             Message::Prepare { ballot, .. }
             | Message::Accept { ballot, .. }
+            | Message::Chosen { ballot, .. }
             | Message::Heartbeat { ballot, .. } => Some(*ballot),
             _ => None,
         }
@@ -139,6 +150,7 @@ impl Message {
             Message::Accepted { .. } => "Accepted",
             Message::Nack { .. } => "Nack",
             Message::Commit { .. } => "Commit",
+            Message::Chosen { .. } => "Chosen",
             Message::Heartbeat { .. } => "Heartbeat",
             Message::HeartbeatAck { .. } => "HeartbeatAck",
             Message::CatchUp { .. } => "CatchUp",

@@ -395,7 +395,7 @@ impl Replica {
             Message::Nack { ballot, higher } => {
                 ballot.node == self.config.id && higher.is_plausible()
             }
-            Message::Commit { slot, .. } => slot_ok(*slot),
+            Message::Commit { slot, .. } | Message::Chosen { slot, .. } => slot_ok(*slot),
             Message::Heartbeat { .. } => true,
             Message::HeartbeatAck { ballot, .. } => ballot.node == self.config.id,
             Message::CatchUp { from } => *from >= 1,
@@ -418,6 +418,7 @@ impl Replica {
             Message::Accepted { ballot, slot } => self.on_accepted(from, ballot, slot),
             Message::Nack { ballot, higher } => self.on_nack(ballot, higher),
             Message::Commit { slot, value } => self.learn(slot, value),
+            Message::Chosen { ballot, slot } => self.on_chosen(ballot, slot),
             Message::Heartbeat {
                 ballot,
                 commit_index,
@@ -898,21 +899,38 @@ impl Replica {
         if proposal.votes.len() < quorum {
             return;
         }
-        let value = proposal.value.clone();
-        leader.inflight.remove(&slot);
+        let Some(proposal) = leader.inflight.remove(&slot) else {
+            return;
+        };
         let me = self.config.id;
         for i in 0..self.config.members.len() {
             let to = self.config.members[i];
-            if to != me {
-                self.send(
-                    to,
-                    Message::Commit {
-                        slot,
-                        value: value.clone(),
-                    },
-                );
+            if to == me {
+                continue;
             }
+            // Those that voted hold the value: the decision alone will do.
+            let message = if proposal.votes.contains(&to) {
+                Message::Chosen { ballot, slot }
+            } else {
+                Message::Commit {
+                    slot,
+                    value: proposal.value.clone(),
+                }
+            };
+            self.send(to, message);
         }
+        self.learn(slot, proposal.value);
+    }
+
+    /// The value this acceptor accepted for `slot` at `ballot` is chosen.
+    /// Without that acceptance (it was replaced, trimmed or never arrived)
+    /// there is nothing to learn here: the heartbeat's commit index will
+    /// bring the decision through catch-up.
+    fn on_chosen(&mut self, ballot: Ballot, slot: Slot) {
+        let value = match self.accepted.get(&slot) {
+            Some((accepted, value)) if *accepted == ballot => value.clone(),
+            _ => return,
+        };
         self.learn(slot, value);
     }
 

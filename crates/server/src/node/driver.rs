@@ -81,7 +81,10 @@ pub struct Driver {
     transport: TransportHandle,
     pub(super) metrics: Arc<NodeMetrics>,
     request_timeout: Duration,
-    snapshot_every_slots: u64,
+    /// Applied commands between snapshots.
+    snapshot_count: u64,
+    /// Commands applied since the last snapshot (or start).
+    applied_since_snapshot: u64,
     rng: u64,
     writes: HashMap<(u64, u64), Waiter>,
     reads: HashMap<ReadId, ReadWaiter>,
@@ -112,7 +115,7 @@ impl Driver {
         transport: TransportHandle,
         metrics: Arc<NodeMetrics>,
         request_timeout: Duration,
-        snapshot_every_slots: u64,
+        snapshot_count: u64,
         seed: u64,
     ) -> Self {
         Driver {
@@ -125,7 +128,8 @@ impl Driver {
             transport,
             metrics,
             request_timeout,
-            snapshot_every_slots,
+            snapshot_count,
+            applied_since_snapshot: 0,
             rng: seed | 1,
             writes: HashMap::new(),
             reads: HashMap::new(),
@@ -503,6 +507,7 @@ impl Driver {
                             );
                             self.store = store;
                             self.applied_slot = snapshot.index;
+                            self.applied_since_snapshot = 0;
                             self.replica.install_snapshot(snapshot.index);
                             self.serve_reads_at_index();
                         }
@@ -629,6 +634,7 @@ impl Driver {
         assert_eq!(slot, self.applied_slot + 1, "slots apply strictly in order");
         self.applied_slot = slot;
         if let Value::Batch(commands) = value {
+            self.applied_since_snapshot += commands.len() as u64;
             for c in commands {
                 self.apply_command(c);
             }
@@ -731,13 +737,23 @@ impl Driver {
             self.replica.applied(),
             "flushed: every apply carried out"
         );
-        if applied < self.replica.snapshot_slot() + self.snapshot_every_slots {
+        if self.applied_since_snapshot < self.snapshot_count
+            || applied <= self.replica.snapshot_slot()
+        {
             return Ok(());
         }
+        let started = Instant::now();
         let image = self.store.snapshot();
+        let bytes = image.len();
         self.disk.checkpoint(applied, image).await?;
         self.replica.compact(applied);
-        debug!(slot = applied, "snapshot saved, log trimmed");
+        self.applied_since_snapshot = 0;
+        info!(
+            slot = applied,
+            bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot saved, log trimmed"
+        );
         Ok(())
     }
 

@@ -70,8 +70,9 @@ pub struct NodeConfig {
     pub election_ticks: u32,
     /// A request not applied by then is answered "request timed out".
     pub request_timeout: Duration,
-    /// Snapshot the state machine and trim the log this often, in slots.
-    pub snapshot_every_slots: u64,
+    /// Snapshot the state machine and trim the log after this many applied
+    /// commands (etcd's --snapshot-count, which counts entries the same way).
+    pub snapshot_count: u64,
     /// Deliberately unsafe, for proving the torture checker can fail: serve
     /// "linearizable" reads from this member's applied state, without the
     /// read-index round. Never set outside tests.
@@ -93,7 +94,7 @@ impl NodeConfig {
             heartbeat_ticks: 5,
             election_ticks: 50,
             request_timeout: Duration::from_secs(5),
-            snapshot_every_slots: 10_000,
+            snapshot_count: 100_000,
             unsafe_local_reads: false,
         }
     }
@@ -256,7 +257,7 @@ impl Node {
             transport.clone(),
             Arc::clone(&metrics),
             config.request_timeout,
-            config.snapshot_every_slots,
+            config.snapshot_count,
             seed,
         );
         let mut driver = driver;
