@@ -209,11 +209,14 @@ fn a_new_leader_adopts_the_highest_ballot_value_and_fills_holes_with_noop() {
     let ballot = r.ballot().expect("standing");
     r.take_outputs();
     let v = |seq| {
-        Value::Batch(vec![Command {
-            client: 1,
-            seq,
-            payload: vec![],
-        }])
+        Value::Batch(
+            vec![Command {
+                client: 1,
+                seq,
+                payload: vec![],
+            }]
+            .into(),
+        )
     };
     let promise = |accepted| Message::Promise {
         ballot,

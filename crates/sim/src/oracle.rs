@@ -45,7 +45,7 @@ pub fn value_digest(value: &Value) -> u64 {
     match value {
         Value::Noop => h.write(&[0]),
         Value::Batch(commands) => {
-            for c in commands {
+            for c in commands.iter() {
                 h.write(&c.client.to_le_bytes());
                 h.write(&c.seq.to_le_bytes());
                 h.write(&c.payload);
@@ -118,7 +118,7 @@ impl Oracle {
             Some(_) => {}
             None => {
                 if let Value::Batch(commands) = value {
-                    for c in commands {
+                    for c in commands.iter() {
                         if !self
                             .proposed
                             .contains(&(c.client, c.seq, c.payload.clone()))
@@ -189,11 +189,14 @@ mod tests {
     use paxos::multi::Command;
 
     fn batch(seq: u64) -> Value {
-        Value::Batch(vec![Command {
-            client: 1,
-            seq,
-            payload: vec![seq as u8],
-        }])
+        Value::Batch(
+            vec![Command {
+                client: 1,
+                seq,
+                payload: vec![seq as u8],
+            }]
+            .into(),
+        )
     }
 
     #[test]

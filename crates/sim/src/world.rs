@@ -640,7 +640,7 @@ impl World {
         let Value::Batch(commands) = value else {
             return;
         };
-        for command in commands {
+        for command in commands.iter() {
             let reply = self.nodes[node].kv.apply(command);
             let key = (command.client, command.seq);
             if let Some(attempt) = self.nodes[node].writes.remove(&key)

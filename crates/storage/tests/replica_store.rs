@@ -17,11 +17,14 @@ fn options() -> WalOptions {
 }
 
 fn value(seq: u64) -> Value {
-    Value::Batch(vec![Command {
-        client: 1,
-        seq,
-        payload: vec![0, 1, 2, seq as u8],
-    }])
+    Value::Batch(
+        vec![Command {
+            client: 1,
+            seq,
+            payload: vec![0, 1, 2, seq as u8],
+        }]
+        .into(),
+    )
 }
 
 #[test]

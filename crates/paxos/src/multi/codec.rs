@@ -75,7 +75,7 @@ impl Writer<'_> {
             Value::Batch(commands) => {
                 self.u8(1);
                 self.varint(commands.len() as u64);
-                for c in commands {
+                for c in commands.iter() {
                     self.varint(c.client);
                     self.varint(c.seq);
                     self.bytes(&c.payload);
@@ -146,7 +146,7 @@ impl<'a> Reader<'a> {
                         payload: self.bytes()?.to_vec(),
                     });
                 }
-                Ok(Value::Batch(commands))
+                Ok(Value::Batch(commands.into()))
             }
             t => Err(DecodeError::Tag(t)),
         }
@@ -374,7 +374,7 @@ mod tests {
     use super::*;
 
     fn batch() -> Value {
-        Value::Batch(vec![
+        Value::Batch(std::sync::Arc::from(vec![
             Command {
                 client: 7,
                 seq: u64::MAX,
@@ -385,7 +385,7 @@ mod tests {
                 seq: 1,
                 payload: vec![],
             },
-        ])
+        ]))
     }
 
     fn every_message() -> Vec<Message> {

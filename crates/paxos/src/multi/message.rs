@@ -27,7 +27,10 @@ pub enum Value {
     /// Fills a hole found by a new leader; applies nothing.
     Noop,
     /// Client commands decided together (batching), applied in order.
-    Batch(Vec<Command>),
+    /// Shared: a value is held by the proposal, the acceptor, the learner
+    /// and every message and record that carries it, and copying it for
+    /// each would cost an allocation per command.
+    Batch(std::sync::Arc<[Command]>),
 }
 
 /// An acceptance an acceptor reports in its promise: the slot, the ballot it

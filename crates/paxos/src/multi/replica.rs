@@ -880,7 +880,7 @@ impl Replica {
             let batch: Vec<Command> = leader.queue.drain(..n).collect();
             let slot = leader.next_slot;
             leader.next_slot += 1;
-            self.propose_slot(slot, Value::Batch(batch));
+            self.propose_slot(slot, Value::Batch(batch.into()));
         }
     }
 

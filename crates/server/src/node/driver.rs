@@ -635,14 +635,14 @@ impl Driver {
         self.applied_slot = slot;
         if let Value::Batch(commands) = value {
             self.applied_since_snapshot += commands.len() as u64;
-            for c in commands {
+            for c in commands.iter() {
                 self.apply_command(c);
             }
         }
         self.serve_reads_at_index();
     }
 
-    fn apply_command(&mut self, c: Command) {
+    fn apply_command(&mut self, c: &Command) {
         let Some((stamp, body)) = c.payload.split_first_chunk::<8>() else {
             warn!(
                 client = c.client,
