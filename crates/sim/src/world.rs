@@ -173,6 +173,10 @@ struct Pending {
 
 struct Client {
     id: ClientId,
+    /// Its process id in the history: its `id` until an operation ends
+    /// unknown, then a fresh one, as the history format requires (an
+    /// unknown operation stays open forever).
+    process: u64,
     target: NodeId,
     seq: u64,
     pending: Option<Pending>,
@@ -180,6 +184,10 @@ struct Client {
     script: Option<VecDeque<Request>>,
     done: bool,
 }
+
+/// Added to a client's history process id after an unknown outcome: far
+/// above every client id, so fresh ids never meet another client's.
+const PROCESS_STRIDE: u64 = 1 << 32;
 
 /// The whole simulated world of one run.
 pub struct World {
@@ -255,6 +263,7 @@ impl World {
         let clients = (0..config.clients)
             .map(|i| Client {
                 id: 100 + i as ClientId,
+                process: 100 + i as u64,
                 target: members[rng.random_range(0..members.len())],
                 seq: 0,
                 pending: None,
@@ -708,7 +717,7 @@ impl World {
             } => Op::Cas { expected, new },
         };
         self.history.push(Operation {
-            process: id,
+            process: self.clients[ci].process,
             key: format!("k{key}"),
             op,
             invoke: self.now,
@@ -917,6 +926,9 @@ impl World {
         if certain && self.now >= self.heal_time && self.heal_time > 0 {
             self.first_ok_after_heal.get_or_insert(self.now);
         }
+        if !certain {
+            self.clients[ci].process += PROCESS_STRIDE;
+        }
         let id = self.clients[ci].id;
         let outcome = match &op.outcome {
             Outcome::Ok(Some(Some(v))) => format!("ok, read {v}"),
@@ -939,6 +951,7 @@ impl World {
         let target = self.members[0];
         self.clients.push(Client {
             id,
+            process: id,
             target,
             seq: 0,
             pending: None,

@@ -742,15 +742,19 @@ impl Driver {
         {
             return Ok(());
         }
+        // The driver serves nothing while this runs: the time is logged, as
+        // it grows with the store's history.
         let started = Instant::now();
         let image = self.store.snapshot();
         let bytes = image.len();
+        let encoded = started.elapsed();
         self.disk.checkpoint(applied, image).await?;
         self.replica.compact(applied);
         self.applied_since_snapshot = 0;
         info!(
             slot = applied,
             bytes,
+            encode_ms = encoded.as_millis() as u64,
             took_ms = started.elapsed().as_millis() as u64,
             "snapshot saved, log trimmed"
         );
