@@ -100,6 +100,15 @@ impl Store {
         out
     }
 
+    /// A copy of the store as it is now, to encode with [`Store::snapshot`]
+    /// on another thread while this one goes on applying. Value bytes are
+    /// shared, not copied (the arena stops writing to its segments); the
+    /// index, history and tables are copied.
+    pub fn frozen(&mut self) -> Store {
+        self.values.seal();
+        self.clone()
+    }
+
     /// A digest of the whole replicated state: equal on replicas that
     /// applied the same commands (the simulator compares it). Equals the
     /// checksum at the end of [`Store::snapshot`].

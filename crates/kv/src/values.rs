@@ -12,6 +12,8 @@
 //! then dropped. Segments after the first are 64 MiB, above glibc's mmap
 //! threshold, so freeing one returns its memory to the kernel at once.
 
+use std::sync::Arc;
+
 /// Segment size once the store is larger than one segment.
 pub(crate) const SEGMENT_BYTES: usize = 64 << 20;
 
@@ -37,7 +39,9 @@ impl ValueRef {
 
 #[derive(Clone, Debug, Default)]
 struct Segment {
-    bytes: Vec<u8>,
+    /// Shared with frozen copies of the store ([`Values::seal`]); only the
+    /// active segment is ever written, and it is never shared.
+    bytes: Arc<Vec<u8>>,
     /// Bytes of this segment still referenced by a record.
     live: usize,
 }
@@ -51,6 +55,8 @@ pub(crate) struct Values {
     /// Size of a full segment ([`SEGMENT_BYTES`]; tests use tiny ones to
     /// exercise evacuation).
     segment_bytes: usize,
+    /// The active segment may be shared: the next value opens a new one.
+    sealed: bool,
 }
 
 impl Default for Values {
@@ -66,6 +72,7 @@ impl Values {
             segments: Vec::new(),
             active: 0,
             segment_bytes: segment_bytes.max(1),
+            sealed: false,
         }
     }
 
@@ -91,7 +98,12 @@ impl Values {
         let seg = self.segment_with_room(value.len());
         let segment = &mut self.segments[seg];
         let off = segment.bytes.len();
-        segment.bytes.extend_from_slice(value);
+        debug_assert_eq!(
+            Arc::strong_count(&segment.bytes),
+            1,
+            "the active segment is never shared"
+        );
+        Arc::make_mut(&mut segment.bytes).extend_from_slice(value);
         segment.live += value.len();
         // Segments hold at most SEGMENT_BYTES, or one value larger than
         // that; values are bounded by the request size limit.
@@ -104,12 +116,15 @@ impl Values {
     }
 
     fn segment_with_room(&mut self, need: usize) -> usize {
-        if let Some(active) = self.segments.get(self.active) {
+        if let Some(active) = self.segments.get(self.active)
+            && !self.sealed
+        {
             let len = active.bytes.len();
             if len == 0 || len + need <= self.segment_bytes {
                 return self.active;
             }
         }
+        self.sealed = false;
         // A new segment: the first grows by doubling (small stores stay
         // small); later ones take their full size at once.
         let bytes = if self.segments.iter().any(|s| s.bytes.capacity() > 0) {
@@ -117,7 +132,10 @@ impl Values {
         } else {
             Vec::new()
         };
-        let segment = Segment { bytes, live: 0 };
+        let segment = Segment {
+            bytes: Arc::new(bytes),
+            live: 0,
+        };
         let free = self
             .segments
             .iter()
@@ -153,7 +171,7 @@ impl Values {
         let active = self.active;
         for (i, s) in self.segments.iter_mut().enumerate() {
             if i != active && s.live == 0 && s.bytes.capacity() > 0 {
-                s.bytes = Vec::new();
+                s.bytes = Arc::default();
             }
         }
         let mask: Vec<bool> = self
@@ -177,14 +195,47 @@ impl Values {
         for (s, &evacuated) in self.segments.iter_mut().zip(mask) {
             if evacuated {
                 debug_assert_eq!(s.live, 0, "every live value was moved out");
-                s.bytes = Vec::new();
+                s.bytes = Arc::default();
                 s.live = 0;
             }
         }
     }
 
+    /// Stops writing to the active segment, so that a copy of the arena
+    /// made now shares every segment and no later write touches them: a
+    /// frozen copy costs a reference per segment, not the bytes.
+    pub(crate) fn seal(&mut self) {
+        self.sealed = true;
+    }
+
     /// Bytes held by segments (capacity), for statistics.
     pub(crate) fn held_bytes(&self) -> usize {
         self.segments.iter().map(|s| s.bytes.capacity()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_arena_never_writes_to_a_segment_a_copy_holds() {
+        let mut values = Values::with_segment_bytes(64);
+        let a = values.store(b"first");
+        values.seal();
+        let copy = values.clone();
+        let b = values.store(b"second");
+        assert_ne!(a.segment(), b.segment(), "a new value opens a new segment");
+        // Evacuate the first segment in the original: the copy still reads it.
+        let moved = values.relocate(a);
+        if let Some(mask) = values.reclaim() {
+            values.drop_segments(&mask);
+        }
+        assert_eq!(values.get(moved), b"first");
+        assert_eq!(values.get(b), b"second");
+        assert_eq!(copy.get(a), b"first");
+        // Unsealed, writes go on in the active segment.
+        let c = values.store(b"third");
+        assert_eq!(c.segment(), moved.segment());
     }
 }

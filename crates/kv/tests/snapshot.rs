@@ -38,6 +38,38 @@ fn busy_store() -> Store {
 }
 
 #[test]
+fn a_frozen_copy_keeps_its_state_while_the_store_goes_on() {
+    let mut s = busy_store();
+    let at_freeze = s.snapshot();
+    let frozen = s.frozen();
+    // The original keeps writing: new keys, overwrites of frozen values,
+    // deletes, a compaction that frees and evacuates segments.
+    for i in 0..50u8 {
+        put(&mut s, &[b'k', i % 7, 0xff], &[i; 40]);
+        put(&mut s, &[b'n', i], &[i; 300]);
+    }
+    delete(&mut s, &[b'k'], &[b'l']).expect("delete");
+    let revision = s.revision();
+    s.apply(
+        &Command::Compact(CompactionRequest {
+            revision,
+            physical: true,
+        }),
+        CTX,
+    )
+    .expect("compact");
+    assert_eq!(
+        frozen.snapshot(),
+        at_freeze,
+        "the copy is the state at freeze"
+    );
+    // And the original is intact: it restores to itself.
+    let restored = Store::restore(&s.snapshot(), Limits::default()).expect("restore");
+    assert_eq!(restored.state_hash(), s.state_hash());
+    assert_ne!(restored.state_hash(), frozen.state_hash());
+}
+
+#[test]
 fn restore_gives_back_the_same_state_byte_for_byte() {
     let s = busy_store();
     let snap = s.snapshot();

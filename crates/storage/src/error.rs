@@ -73,6 +73,16 @@ pub enum Error {
     #[error("storage is poisoned by an earlier failure; the node must stop")]
     Poisoned,
 
+    /// The log was to be trimmed up to `slot`, but no snapshot that new is
+    /// in `dir`: trimming would lose decisions, so nothing was changed.
+    #[error("refusing to trim the log to slot {slot}: no snapshot that new in {}", dir.display())]
+    SnapshotMissing {
+        /// The snapshot directory.
+        dir: PathBuf,
+        /// The slot the log was to be trimmed to.
+        slot: u64,
+    },
+
     /// Any other I/O failure, with the operation and file it happened on.
     #[error("failed to {op} {}: {source}", file.display())]
     Io {

@@ -129,6 +129,29 @@ impl<F: Fs + Clone> ReplicaStore<F> {
         self.trim_log(slot)
     }
 
+    /// A second handle on this store's snapshot directory, to save a
+    /// snapshot on another thread while the log goes on taking records.
+    /// Once its `save` returns, call [`Self::trim_after_snapshot`] here.
+    pub fn snapshot_writer(&self) -> SnapshotStore<F> {
+        self.snapshots.another_handle()
+    }
+
+    /// The second half of [`Self::checkpoint`] for a snapshot at `slot`
+    /// saved through [`Self::snapshot_writer`]: rewrites what the log must
+    /// keep and drops the rest. Refuses if no snapshot that new is on disk,
+    /// as trimming before one would lose decisions.
+    pub fn trim_after_snapshot(&mut self, slot: u64) -> Result<()> {
+        let latest = self.snapshots.latest_index()?;
+        if latest.is_none_or(|index| index < slot) {
+            return Err(Error::SnapshotMissing {
+                dir: self.snapshots.dir().to_path_buf(),
+                slot,
+            });
+        }
+        self.sync()?;
+        self.trim_log(slot)
+    }
+
     /// Takes one chunk of a peer's snapshot. When the last one arrives the
     /// snapshot is verified, installed durably, and returned; the log
     /// before it is trimmed as after a checkpoint. Chunks of a snapshot no

@@ -536,6 +536,20 @@ impl<F: Fs> SnapshotStore<F> {
     }
 }
 
+impl<F: Fs + Clone> SnapshotStore<F> {
+    /// Another handle on the same directory, for saving on another thread.
+    /// Saves are atomic (a temporary file renamed into place), so two
+    /// handles never see each other's half-written files.
+    pub fn another_handle(&self) -> SnapshotStore<F> {
+        SnapshotStore {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            options: self.options,
+            poisoned: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

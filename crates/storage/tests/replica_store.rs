@@ -122,3 +122,57 @@ fn a_checkpoint_keeps_the_promise_and_the_slots_after_it() {
         (150, &b"state at 150"[..])
     );
 }
+
+#[test]
+fn a_snapshot_saved_on_the_side_then_trimmed_matches_a_checkpoint() {
+    let fs = SimFs::new();
+    let dir = Path::new("/n2");
+    let (mut store, _) =
+        ReplicaStore::open(fs.clone(), dir, options(), SnapshotOptions::default()).expect("open");
+    store
+        .append(&Record::Promise(Ballot::new(4, 2)))
+        .expect("append");
+    for slot in 1..=120 {
+        store
+            .append(&Record::Accept {
+                slot,
+                ballot: Ballot::new(4, 2),
+                value: value(slot),
+            })
+            .expect("append");
+        store.sync().expect("sync");
+    }
+    // Trimming before a snapshot that new exists is refused.
+    let refused = store.trim_after_snapshot(100).expect_err("no snapshot yet");
+    assert!(
+        refused.to_string().contains("no snapshot that new"),
+        "{refused}"
+    );
+    // The writer saves while the log goes on taking records.
+    let mut writer = store.snapshot_writer();
+    writer.save(100, b"state at 100").expect("save");
+    for slot in 121..=130 {
+        store
+            .append(&Record::Accept {
+                slot,
+                ballot: Ballot::new(4, 2),
+                value: value(slot),
+            })
+            .expect("append");
+    }
+    store.trim_after_snapshot(100).expect("trim");
+    drop(store);
+    fs.crash(7);
+    let (_, restored) =
+        ReplicaStore::open(fs, dir, options(), SnapshotOptions::default()).expect("reopen");
+    let d = restored.durable;
+    assert_eq!(d.promised, Ballot::new(4, 2));
+    assert_eq!(d.snapshot_slot, 100);
+    assert_eq!(
+        d.accepted.keys().copied().collect::<Vec<_>>(),
+        (101..=130).collect::<Vec<_>>(),
+        "records appended during the save survive the trim"
+    );
+    let snapshot = restored.snapshot.expect("snapshot");
+    assert_eq!(snapshot.index, 100);
+}

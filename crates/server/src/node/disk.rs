@@ -6,13 +6,18 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use paxos::multi::Record;
 use storage::{
-    ReplicaStore, Restored, Snapshot, SnapshotChunk, SnapshotOptions, StdFs, WalOptions,
+    ReplicaStore, Restored, Snapshot, SnapshotChunk, SnapshotOptions, SnapshotStore, StdFs,
+    WalOptions,
 };
 use tokio::sync::oneshot;
+use tracing::info;
+
+/// A log write or trim taking this long is logged: replies wait for it.
+const SLOW_WRITE: Duration = Duration::from_millis(50);
 
 /// Work for the disk thread.
 enum Job {
@@ -20,11 +25,13 @@ enum Job {
         records: Vec<Record>,
         /// Whether to fsync after appending.
         sync: bool,
-        reply: oneshot::Sender<Result<u64, String>>,
+        /// Where the outcome goes; none for an append nobody waits on,
+        /// whose failure is reported to the next job instead.
+        reply: Option<oneshot::Sender<Result<u64, String>>>,
     },
-    Checkpoint {
+    /// The snapshot at `slot` is saved (by the snapshot thread): trim.
+    Trim {
         slot: u64,
-        image: Vec<u8>,
         reply: oneshot::Sender<Result<(), String>>,
     },
     LatestSnapshot {
@@ -37,10 +44,35 @@ enum Job {
     },
 }
 
-/// A handle to the disk thread. Dropping it stops the thread.
+/// A snapshot to encode and save on the snapshot thread.
+struct SaveJob {
+    slot: u64,
+    encode: Box<dyn FnOnce() -> Vec<u8> + Send>,
+    reply: SavedSender,
+}
+
+/// Where the snapshot thread reports each save.
+pub type SavedSender = tokio::sync::mpsc::UnboundedSender<Result<Saved, String>>;
+
+/// A snapshot the snapshot thread saved.
+#[derive(Debug, Clone, Copy)]
+pub struct Saved {
+    /// The slot it covers.
+    pub slot: u64,
+    /// Its size.
+    pub bytes: usize,
+    /// Time spent encoding it.
+    pub encode: Duration,
+    /// Time spent writing and syncing it.
+    pub write: Duration,
+}
+
+/// A handle to the disk thread and the snapshot thread. Dropping it stops
+/// them.
 #[derive(Debug, Clone)]
 pub struct Disk {
     jobs: std_mpsc::Sender<Job>,
+    saves: std_mpsc::Sender<SaveJob>,
 }
 
 impl std::fmt::Debug for Job {
@@ -58,19 +90,53 @@ pub fn open(dir: PathBuf) -> Result<(Disk, Restored), storage::Error> {
         SnapshotOptions::default(),
     )?;
     let (jobs, rx) = std_mpsc::channel::<Job>();
+    let (saves, saves_rx) = std_mpsc::channel::<SaveJob>();
+    let writer = store.snapshot_writer();
+    let spawn_error = |source| storage::Error::Io {
+        op: "spawn disk thread",
+        file: dir.clone(),
+        source,
+    };
     std::thread::Builder::new()
         .name("synod-disk".into())
         .spawn(move || run(store, rx))
-        .map_err(|source| storage::Error::Io {
-            op: "spawn disk thread",
-            file: dir,
-            source,
-        })?;
-    Ok((Disk { jobs }, restored))
+        .map_err(spawn_error)?;
+    std::thread::Builder::new()
+        .name("synod-snapshot".into())
+        .spawn(move || run_saves(writer, saves_rx))
+        .map_err(spawn_error)?;
+    Ok((Disk { jobs, saves }, restored))
+}
+
+/// The snapshot thread: encodes and saves snapshots beside the log, so
+/// that neither the driver nor the log waits for them.
+fn run_saves(mut writer: SnapshotStore<StdFs>, jobs: std_mpsc::Receiver<SaveJob>) {
+    while let Ok(job) = jobs.recv() {
+        let started = Instant::now();
+        let image = (job.encode)();
+        let encode = started.elapsed();
+        let result = writer
+            .save(job.slot, &image)
+            .map(|()| Saved {
+                slot: job.slot,
+                bytes: image.len(),
+                encode,
+                write: started.elapsed() - encode,
+            })
+            .map_err(|e| e.to_string());
+        let _ = job.reply.send(result);
+    }
 }
 
 fn run(mut store: ReplicaStore<StdFs>, jobs: std_mpsc::Receiver<Job>) {
+    // A failed append nobody waited on: every later job fails with it, so
+    // the node stops on its next persist (DESIGN.md rule 2).
+    let mut failed: Option<String> = None;
     while let Ok(job) = jobs.recv() {
+        if let Some(error) = &failed {
+            job.fail(error);
+            continue;
+        }
         match job {
             Job::Persist {
                 records,
@@ -84,10 +150,29 @@ fn run(mut store: ReplicaStore<StdFs>, jobs: std_mpsc::Receiver<Job>) {
                     .and_then(|()| if sync { store.sync() } else { Ok(()) })
                     .map(|()| started.elapsed().as_micros() as u64)
                     .map_err(|e| e.to_string());
-                let _ = reply.send(result);
+                let took = started.elapsed();
+                if took >= SLOW_WRITE {
+                    info!(
+                        records = records.len(),
+                        sync,
+                        took_ms = took.as_millis() as u64,
+                        "slow log write (every reply waits for it)"
+                    );
+                }
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(result);
+                    }
+                    None => failed = result.err(),
+                }
             }
-            Job::Checkpoint { slot, image, reply } => {
-                let _ = reply.send(store.checkpoint(slot, &image).map_err(|e| e.to_string()));
+            Job::Trim { slot, reply } => {
+                let started = Instant::now();
+                let _ = reply.send(store.trim_after_snapshot(slot).map_err(|e| e.to_string()));
+                let took = started.elapsed();
+                if took >= SLOW_WRITE {
+                    info!(slot, took_ms = took.as_millis() as u64, "slow log trim");
+                }
             }
             Job::LatestSnapshot { reply } => {
                 let _ = reply.send(store.latest_snapshot().map_err(|e| e.to_string()));
@@ -98,6 +183,29 @@ fn run(mut store: ReplicaStore<StdFs>, jobs: std_mpsc::Receiver<Job>) {
                 reply,
             } => {
                 let _ = reply.send(store.receive(&chunk, applied).map_err(|e| e.to_string()));
+            }
+        }
+    }
+}
+
+impl Job {
+    /// Answers the job with `error` without doing it.
+    fn fail(self, error: &str) {
+        let error = format!("an earlier write failed: {error}");
+        match self {
+            Job::Persist { reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            Job::Trim { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Job::LatestSnapshot { reply } => {
+                let _ = reply.send(Err(error));
+            }
+            Job::Receive { reply, .. } => {
+                let _ = reply.send(Err(error));
             }
         }
     }
@@ -121,27 +229,46 @@ impl Disk {
         self.ask(|reply| Job::Persist {
             records,
             sync: true,
-            reply,
+            reply: Some(reply),
         })
         .await
     }
 
-    /// Appends a batch without an fsync: it becomes durable with the next
-    /// [`Disk::persist`] (or is lost in a crash, which hints may be).
-    pub async fn append(&self, records: Vec<Record>) -> Result<(), String> {
-        self.ask(|reply| Job::Persist {
-            records,
-            sync: false,
-            reply,
-        })
-        .await
-        .map(drop)
+    /// Queues a batch to append without an fsync, and does not wait: the
+    /// disk thread takes jobs in order, so it is in the log before any
+    /// later batch, and durable with the next [`Disk::persist`] (or lost
+    /// in a crash, which hints may be). A failure surfaces at the next job.
+    pub fn append(&self, records: Vec<Record>) -> Result<(), String> {
+        self.jobs
+            .send(Job::Persist {
+                records,
+                sync: false,
+                reply: None,
+            })
+            .map_err(|_| "the disk thread has stopped".to_string())
     }
 
-    /// Saves a snapshot of the state machine at `slot` and trims the log.
-    pub async fn checkpoint(&self, slot: u64, image: Vec<u8>) -> Result<(), String> {
-        self.ask(|reply| Job::Checkpoint { slot, image, reply })
-            .await
+    /// Encodes (with `encode`) and saves a snapshot at `slot` on the
+    /// snapshot thread, which answers on `reply`. Then [`Disk::trim`] drops
+    /// the log it covers.
+    pub fn save_snapshot(
+        &self,
+        slot: u64,
+        encode: Box<dyn FnOnce() -> Vec<u8> + Send>,
+        reply: SavedSender,
+    ) -> Result<(), String> {
+        self.saves
+            .send(SaveJob {
+                slot,
+                encode,
+                reply,
+            })
+            .map_err(|_| "the snapshot thread has stopped".to_string())
+    }
+
+    /// Trims the log after the snapshot at `slot` was saved.
+    pub async fn trim(&self, slot: u64) -> Result<(), String> {
+        self.ask(|reply| Job::Trim { slot, reply }).await
     }
 
     /// The latest saved snapshot.

@@ -18,7 +18,7 @@ use storage::SnapshotSender;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::disk::Disk;
+use super::disk::{Disk, Saved, SavedSender};
 use super::forward::Forward;
 use super::metrics::NodeMetrics;
 use crate::api::ApiError;
@@ -85,6 +85,13 @@ pub struct Driver {
     snapshot_count: u64,
     /// Commands applied since the last snapshot (or start).
     applied_since_snapshot: u64,
+    /// A snapshot is being encoded and saved on the snapshot thread; how
+    /// long the driver took to freeze its copy.
+    saving: Option<Duration>,
+    /// Where the snapshot thread reports, and (until `run` takes it) where
+    /// the reports arrive.
+    saved_tx: SavedSender,
+    saved_rx: Option<mpsc::UnboundedReceiver<Result<Saved, String>>>,
     rng: u64,
     writes: HashMap<(u64, u64), Waiter>,
     reads: HashMap<ReadId, ReadWaiter>,
@@ -118,6 +125,7 @@ impl Driver {
         snapshot_count: u64,
         seed: u64,
     ) -> Self {
+        let (saved_tx, saved_rx) = mpsc::unbounded_channel();
         Driver {
             me,
             applied_slot: replica.snapshot_slot(),
@@ -130,6 +138,9 @@ impl Driver {
             request_timeout,
             snapshot_count,
             applied_since_snapshot: 0,
+            saving: None,
+            saved_tx,
+            saved_rx: Some(saved_rx),
             rng: seed | 1,
             writes: HashMap::new(),
             reads: HashMap::new(),
@@ -178,6 +189,9 @@ impl Driver {
     ) -> Result<(), String> {
         // Replay what recovery handed back before serving anything.
         self.flush().await?;
+        let Some(mut saved) = self.saved_rx.take() else {
+            return Err("the driver runs once".into());
+        };
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -189,6 +203,7 @@ impl Driver {
                 },
                 Some(envelope) = peers.recv() => self.replica.step(envelope),
                 Some((from, body)) = forwards.recv() => self.forward(from, &body).await?,
+                Some(result) = saved.recv() => self.snapshot_saved(result).await?,
             }
             for _ in 0..TURN_INPUTS_MAX {
                 let mut progressed = false;
@@ -548,7 +563,7 @@ impl Driver {
                         if !records.is_empty() {
                             // Hints before the first barrier: in the log
                             // before what follows them, no fsync.
-                            self.disk.append(std::mem::take(&mut records)).await?;
+                            self.disk.append(std::mem::take(&mut records))?;
                         }
                         self.execute(other).await?;
                     }
@@ -559,13 +574,13 @@ impl Driver {
                 let micros = self.disk.persist(records).await?;
                 self.metrics.fsync(micros);
             } else if !records.is_empty() {
-                self.disk.append(records).await?;
+                self.disk.append(records)?;
             }
             for output in after {
                 self.execute(output).await?;
             }
         }
-        self.maybe_checkpoint().await
+        self.maybe_checkpoint()
     }
 
     async fn execute(&mut self, output: Output) -> Result<(), String> {
@@ -729,7 +744,12 @@ impl Driver {
         }
     }
 
-    async fn maybe_checkpoint(&mut self) -> Result<(), String> {
+    /// Starts a snapshot once enough commands were applied since the
+    /// last one. The driver only freezes a copy of the store (value bytes
+    /// shared, not copied); the snapshot thread encodes and saves it while
+    /// the driver goes on serving, and [`Driver::snapshot_saved`] trims the
+    /// log after it.
+    fn maybe_checkpoint(&mut self) -> Result<(), String> {
         // The image must be the store's state at the slot it is saved under.
         let applied = self.applied_slot;
         debug_assert_eq!(
@@ -737,25 +757,37 @@ impl Driver {
             self.replica.applied(),
             "flushed: every apply carried out"
         );
-        if self.applied_since_snapshot < self.snapshot_count
+        if self.saving.is_some()
+            || self.applied_since_snapshot < self.snapshot_count
             || applied <= self.replica.snapshot_slot()
         {
             return Ok(());
         }
-        // The driver serves nothing while this runs: the time is logged, as
-        // it grows with the store's history.
         let started = Instant::now();
-        let image = self.store.snapshot();
-        let bytes = image.len();
-        let encoded = started.elapsed();
-        self.disk.checkpoint(applied, image).await?;
-        self.replica.compact(applied);
+        let frozen = self.store.frozen();
+        self.disk.save_snapshot(
+            applied,
+            Box::new(move || frozen.snapshot()),
+            self.saved_tx.clone(),
+        )?;
+        self.saving = Some(started.elapsed());
         self.applied_since_snapshot = 0;
+        Ok(())
+    }
+
+    /// The snapshot thread saved a snapshot (or failed to: storage errors
+    /// stop the node): the log before it goes.
+    async fn snapshot_saved(&mut self, result: Result<Saved, String>) -> Result<(), String> {
+        let froze = self.saving.take().unwrap_or_default();
+        let saved = result?;
+        self.disk.trim(saved.slot).await?;
+        self.replica.compact(saved.slot);
         info!(
-            slot = applied,
-            bytes,
-            encode_ms = encoded.as_millis() as u64,
-            took_ms = started.elapsed().as_millis() as u64,
+            slot = saved.slot,
+            bytes = saved.bytes,
+            freeze_ms = froze.as_millis() as u64,
+            encode_ms = saved.encode.as_millis() as u64,
+            write_ms = saved.write.as_millis() as u64,
             "snapshot saved, log trimmed"
         );
         Ok(())
