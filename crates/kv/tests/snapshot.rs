@@ -48,7 +48,7 @@ fn a_frozen_copy_keeps_its_state_while_the_store_goes_on() {
         put(&mut s, &[b'k', i % 7, 0xff], &[i; 40]);
         put(&mut s, &[b'n', i], &[i; 300]);
     }
-    delete(&mut s, &[b'k'], &[b'l']).expect("delete");
+    delete(&mut s, b"k", b"l").expect("delete");
     let revision = s.revision();
     s.apply(
         &Command::Compact(CompactionRequest {
