@@ -10,6 +10,7 @@
 
 mod disk;
 mod driver;
+mod memory;
 pub mod forward;
 mod metrics;
 
@@ -194,6 +195,7 @@ impl Node {
     /// Recovers the data directory, binds the peer and client ports, and
     /// starts serving.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        memory::tune_allocator();
         let me = config.my_id().ok_or_else(|| {
             StartError::Config(format!(
                 "--name {:?} is not in --initial-cluster",
