@@ -215,6 +215,11 @@ impl Driver {
                     self.replica.step(envelope);
                     progressed = true;
                 }
+                // Forwarded proposals too: one fsync covers a turn's worth.
+                if let Ok((from, body)) = forwards.try_recv() {
+                    self.forward(from, &body).await?;
+                    progressed = true;
+                }
                 if !progressed {
                     break;
                 }
