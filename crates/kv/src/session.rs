@@ -14,6 +14,7 @@
 //! keep the session TTL well above any client's retry window.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::command::{Applied, ApplyContext, Command, Response};
 use crate::error::KvError;
@@ -29,8 +30,9 @@ pub(crate) struct Session {
     pub(crate) seq: u64,
     /// Leader time of the client's last applied command, in milliseconds.
     pub(crate) last_ms: u64,
-    /// The result of that command.
-    pub(crate) result: Result<Response, KvError>,
+    /// The result of that command; shared, so that copying the table (for
+    /// a snapshot) copies a pointer per client, not each response.
+    pub(crate) result: Arc<Result<Response, KvError>>,
 }
 
 /// The table, with an index by last activity for deterministic forgetting.
@@ -109,7 +111,7 @@ impl Store {
         self.sessions.expire(now_ms, self.limits.session_ttl_ms);
         if let Some(session) = self.sessions.clients.get(&client) {
             if seq == session.seq {
-                return SessionOutcome::Duplicate(session.result.clone());
+                return SessionOutcome::Duplicate(session.result.as_ref().clone());
             }
             if seq < session.seq {
                 return SessionOutcome::Stale {
@@ -123,10 +125,12 @@ impl Store {
             Session {
                 seq,
                 last_ms: now_ms,
-                result: result
-                    .as_ref()
-                    .map(|a| a.response.clone())
-                    .map_err(Clone::clone),
+                result: Arc::new(
+                    result
+                        .as_ref()
+                        .map(|a| a.response.clone())
+                        .map_err(Clone::clone),
+                ),
             },
         );
         self.sessions.bound(self.limits.max_sessions);

@@ -103,10 +103,24 @@ impl Store {
     /// A copy of the store as it is now, to encode with [`Store::snapshot`]
     /// on another thread while this one goes on applying. Value bytes are
     /// shared, not copied (the arena stops writing to its segments); the
-    /// index, history and tables are copied.
+    /// index, history and tables are copied. The change feed that serves
+    /// watchers is not in a snapshot and is left out: the copy is for
+    /// encoding, not for serving.
     pub fn frozen(&mut self) -> Store {
         self.values.seal();
-        self.clone()
+        Store {
+            limits: self.limits.clone(),
+            index: self.index.clone(),
+            history: self.history.clone(),
+            history_dead: self.history_dead,
+            values: self.values.clone(),
+            changes: VecDeque::new(),
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            clock_ms: self.clock_ms,
+            lessor: self.lessor.clone(),
+            sessions: self.sessions.clone(),
+        }
     }
 
     /// A digest of the whole replicated state: equal on replicas that
@@ -236,7 +250,7 @@ impl Store {
                 Session {
                     seq,
                     last_ms,
-                    result,
+                    result: Arc::new(result),
                 },
             );
         }

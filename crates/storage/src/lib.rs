@@ -70,4 +70,7 @@ pub use std_fs::{StdFile, StdFs};
 pub use transfer::{
     ChunkOutcome, ResumePoint, SnapshotChunk, SnapshotChunks, SnapshotReceiver, SnapshotSender,
 };
-pub use wal::{Lsn, Record, Recovered, SEGMENT_BYTES_LIMIT, TornTail, Wal, WalOptions};
+pub use wal::{
+    Lsn, Record, Recovered, SEGMENT_BYTES_LIMIT, SegmentPreparer, SpareSegment, TornTail, Wal,
+    WalOptions,
+};

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::snapshot::{Snapshot, SnapshotOptions, SnapshotStore};
 use crate::transfer::{ChunkOutcome, SnapshotChunk, SnapshotReceiver};
-use crate::wal::{TornTail, Wal, WalOptions};
+use crate::wal::{SegmentPreparer, SpareSegment, TornTail, Wal, WalOptions};
 
 /// The WAL record type of an encoded [`paxos::multi::Record`].
 pub const RECORD_TYPE_PAXOS: u8 = 1;
@@ -127,6 +127,22 @@ impl<F: Fs + Clone> ReplicaStore<F> {
         self.sync()?;
         self.snapshots.save(slot, image)?;
         self.trim_log(slot)
+    }
+
+    /// A preparer of spare log segments, to run on another thread; hand
+    /// what it makes to [`Self::offer_spare`].
+    pub fn segment_preparer(&self) -> SegmentPreparer<F> {
+        self.wal.segment_preparer()
+    }
+
+    /// Whether the log would like a spare segment for its next roll.
+    pub fn needs_spare(&self) -> bool {
+        self.wal.needs_spare()
+    }
+
+    /// Gives the log a spare segment, so its next roll does not stall.
+    pub fn offer_spare(&mut self, spare: SpareSegment<F::File>) {
+        self.wal.offer_spare(spare);
     }
 
     /// A second handle on this store's snapshot directory, to save a

@@ -175,6 +175,67 @@ pub struct Wal<F: Fs> {
     next_lsn: Lsn,
     durable_lsn: Lsn,
     poisoned: bool,
+    /// A segment zero-filled ahead of need by a [`SegmentPreparer`]: the
+    /// next roll renames it into place instead of filling one then.
+    spare: Option<SpareSegment<F::File>>,
+}
+
+/// A segment file zero-filled and synced ahead of need, under a temporary
+/// name (so a crash leaves nothing the log would read).
+#[derive(Debug)]
+pub struct SpareSegment<File> {
+    file: File,
+    temp: PathBuf,
+    len_bytes: u64,
+}
+
+/// Prepares spare segments for a [`Wal`] on another thread, so that a roll
+/// does not stall appends while 64 MiB of zeros are written.
+#[derive(Debug)]
+pub struct SegmentPreparer<F: Fs> {
+    fs: F,
+    dir: PathBuf,
+    len_bytes: u64,
+    next: u64,
+}
+
+/// Zeros written between syncs while preparing a spare: the writeback is
+/// spread out instead of landing on one fsync.
+const SPARE_SYNC_CHUNK_BYTES: u64 = 4 << 20;
+
+impl<F: Fs> SegmentPreparer<F> {
+    /// Zero-fills and syncs a new spare segment.
+    pub fn prepare(&mut self) -> Result<SpareSegment<F::File>> {
+        self.next += 1;
+        let temp = self
+            .dir
+            .join(format!("spare-{:08}{TEMP_SUFFIX}", self.next));
+        let mut file = self
+            .fs
+            .create_new(&temp)
+            .map_err(io_error("create", &temp))?;
+        let mut filled = 0;
+        while filled < self.len_bytes {
+            filled = (filled + SPARE_SYNC_CHUNK_BYTES).min(self.len_bytes);
+            let step = file.allocate(filled).and_then(|()| file.sync_data());
+            if let Err(source) = step {
+                let _ = self.fs.remove(&temp);
+                if is_no_space(&source) {
+                    return Err(Error::NoSpace { file: temp, source });
+                }
+                return Err(io_error("preallocate", &temp)(source));
+            }
+        }
+        file.sync_all().map_err(|source| Error::SyncFailed {
+            file: temp.clone(),
+            source,
+        })?;
+        Ok(SpareSegment {
+            file,
+            temp,
+            len_bytes: self.len_bytes,
+        })
+    }
 }
 
 fn segment_name(first_lsn: Lsn) -> String {
@@ -287,6 +348,7 @@ impl<F: Fs> Wal<F> {
             next_lsn: recovered.records.last().map_or(Lsn(1), |r| r.lsn.next()),
             durable_lsn: Lsn(0),
             poisoned: false,
+            spare: None,
         };
         match (wal.segments.back().cloned(), last_scan) {
             (Some(segment), Some(scan)) => {
@@ -508,6 +570,34 @@ impl<F: Fs> Wal<F> {
         Ok(())
     }
 
+    /// A preparer of spare segments for this log, to run on another thread.
+    pub fn segment_preparer(&self) -> SegmentPreparer<F>
+    where
+        F: Clone,
+    {
+        SegmentPreparer {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            len_bytes: self.options.segment_bytes_max,
+            next: 0,
+        }
+    }
+
+    /// Whether the log holds no spare segment (one should be prepared).
+    pub fn needs_spare(&self) -> bool {
+        self.spare.is_none()
+    }
+
+    /// Hands the log a spare segment for its next roll. A second one is
+    /// not needed: it is removed.
+    pub fn offer_spare(&mut self, spare: SpareSegment<F::File>) {
+        if self.spare.is_some() || spare.len_bytes < self.options.segment_bytes_max {
+            let _ = self.fs.remove(&spare.temp);
+            return;
+        }
+        self.spare = Some(spare);
+    }
+
     /// Seal the active segment (syncing it, so the next one never exists without it being
     /// complete) and start a new one at the next LSN.
     fn roll(&mut self) -> Result<()> {
@@ -528,20 +618,30 @@ impl<F: Fs> Wal<F> {
     /// and sync the directory: a segment with its final name is always complete.
     fn create_segment(&mut self, first_lsn: Lsn) -> Result<Active<F::File>> {
         let path = self.dir.join(segment_name(first_lsn));
-        let temp = self.dir.join(format!("{:020}{TEMP_SUFFIX}", first_lsn.0));
-        match self.fs.remove(&temp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(io_error("remove", &temp)(source)),
-        }
-        let mut file = self
-            .fs
-            .create_new(&temp)
-            .map_err(io_error("create", &temp))?;
         let header = frame::segment_header(first_lsn.0);
-        let prepared = file
-            .write_all_at(&header, 0)
-            .and_then(|()| file.allocate(self.options.segment_bytes_max));
+        // A spare is already zero-filled and synced: only its header is new.
+        let (temp, mut file, prepared) = match self.spare.take() {
+            Some(SpareSegment { mut file, temp, .. }) => {
+                let prepared = file.write_all_at(&header, 0);
+                (temp, file, prepared)
+            }
+            None => {
+                let temp = self.dir.join(format!("{:020}{TEMP_SUFFIX}", first_lsn.0));
+                match self.fs.remove(&temp) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(io_error("remove", &temp)(source)),
+                }
+                let mut file = self
+                    .fs
+                    .create_new(&temp)
+                    .map_err(io_error("create", &temp))?;
+                let prepared = file
+                    .write_all_at(&header, 0)
+                    .and_then(|()| file.allocate(self.options.segment_bytes_max));
+                (temp, file, prepared)
+            }
+        };
         if let Err(source) = prepared {
             // Best effort: a leftover temp file is removed by the next open anyway.
             let _ = self.fs.remove(&temp);

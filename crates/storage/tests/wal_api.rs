@@ -141,3 +141,36 @@ fn group_commit_makes_a_whole_batch_durable_with_one_sync() {
     let (_wal, recovered) = Wal::open(fs, dir(), small()).expect("reopen");
     assert!(recovered.records.len() as u64 >= durable.0);
 }
+
+#[test]
+fn a_spare_segment_prepared_elsewhere_becomes_the_next_segment() {
+    let fs = SimFs::new();
+    let (mut wal, _) = Wal::open(fs.clone(), dir(), small()).expect("open");
+    let mut preparer = wal.segment_preparer();
+    assert!(wal.needs_spare());
+    wal.offer_spare(preparer.prepare().expect("prepare"));
+    assert!(!wal.needs_spare());
+    // A second spare is not kept.
+    wal.offer_spare(preparer.prepare().expect("prepare"));
+    let spares = |fs: &SimFs| {
+        use storage::Fs;
+        fs.list(&dir())
+            .expect("list")
+            .into_iter()
+            .filter(|n| n.starts_with("spare-"))
+            .count()
+    };
+    assert_eq!(spares(&fs), 1);
+    let mut last = Lsn(0);
+    while wal.segment_count() < 2 {
+        last = wal.append(7, &[0xab; 100]).expect("append");
+    }
+    wal.sync().expect("sync");
+    assert!(wal.needs_spare(), "the roll used the spare");
+    assert_eq!(spares(&fs), 0, "renamed into place");
+    drop(wal);
+    fs.crash(3);
+    let (_, recovered) = Wal::open(fs, dir(), small()).expect("reopen");
+    assert_eq!(recovered.records.last().map(|r| r.lsn), Some(last));
+    assert!(recovered.records.iter().all(|r| r.payload == [0xab; 100]));
+}

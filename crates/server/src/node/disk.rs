@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use paxos::multi::Record;
 use storage::{
-    ReplicaStore, Restored, Snapshot, SnapshotChunk, SnapshotOptions, SnapshotStore, StdFs,
-    WalOptions,
+    ReplicaStore, Restored, SegmentPreparer, Snapshot, SnapshotChunk, SnapshotOptions,
+    SnapshotStore, SpareSegment, StdFile, StdFs, WalOptions,
 };
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{info, warn};
 
 /// A log write or trim taking this long is logged: replies wait for it.
 const SLOW_WRITE: Duration = Duration::from_millis(50);
@@ -29,7 +29,7 @@ enum Job {
         /// whose failure is reported to the next job instead.
         reply: Option<oneshot::Sender<Result<u64, String>>>,
     },
-    /// The snapshot at `slot` is saved (by the snapshot thread): trim.
+    /// The snapshot at `slot` is saved (by the background thread): trim.
     Trim {
         slot: u64,
         reply: oneshot::Sender<Result<(), String>>,
@@ -44,17 +44,22 @@ enum Job {
     },
 }
 
-/// A snapshot to encode and save on the snapshot thread.
-struct SaveJob {
-    slot: u64,
-    encode: Box<dyn FnOnce() -> Vec<u8> + Send>,
-    reply: SavedSender,
+/// Work for the background thread.
+enum Background {
+    /// Encode and save a snapshot.
+    Save {
+        slot: u64,
+        encode: Box<dyn FnOnce() -> Vec<u8> + Send>,
+        reply: SavedSender,
+    },
+    /// Zero-fill a spare log segment and hand it to the disk thread.
+    PrepareSpare,
 }
 
-/// Where the snapshot thread reports each save.
+/// Where the background thread reports each save.
 pub type SavedSender = tokio::sync::mpsc::UnboundedSender<Result<Saved, String>>;
 
-/// A snapshot the snapshot thread saved.
+/// A snapshot the background thread saved.
 #[derive(Debug, Clone, Copy)]
 pub struct Saved {
     /// The slot it covers.
@@ -67,12 +72,12 @@ pub struct Saved {
     pub write: Duration,
 }
 
-/// A handle to the disk thread and the snapshot thread. Dropping it stops
-/// them.
+/// A handle to the disk thread and the background thread. Dropping it
+/// stops them.
 #[derive(Debug, Clone)]
 pub struct Disk {
     jobs: std_mpsc::Sender<Job>,
-    saves: std_mpsc::Sender<SaveJob>,
+    background: std_mpsc::Sender<Background>,
 }
 
 impl std::fmt::Debug for Job {
@@ -90,49 +95,88 @@ pub fn open(dir: PathBuf) -> Result<(Disk, Restored), storage::Error> {
         SnapshotOptions::default(),
     )?;
     let (jobs, rx) = std_mpsc::channel::<Job>();
-    let (saves, saves_rx) = std_mpsc::channel::<SaveJob>();
+    let (background, background_rx) = std_mpsc::channel::<Background>();
+    let (spares, spares_rx) = std_mpsc::channel::<SpareSegment<StdFile>>();
     let writer = store.snapshot_writer();
+    let preparer = store.segment_preparer();
     let spawn_error = |source| storage::Error::Io {
         op: "spawn disk thread",
         file: dir.clone(),
         source,
     };
+    let to_background = background.clone();
     std::thread::Builder::new()
         .name("synod-disk".into())
-        .spawn(move || run(store, rx))
+        .spawn(move || run(store, rx, to_background, spares_rx))
         .map_err(spawn_error)?;
     std::thread::Builder::new()
-        .name("synod-snapshot".into())
-        .spawn(move || run_saves(writer, saves_rx))
+        .name("synod-background".into())
+        .spawn(move || run_background(writer, preparer, background_rx, spares))
         .map_err(spawn_error)?;
-    Ok((Disk { jobs, saves }, restored))
+    Ok((Disk { jobs, background }, restored))
 }
 
-/// The snapshot thread: encodes and saves snapshots beside the log, so
-/// that neither the driver nor the log waits for them.
-fn run_saves(mut writer: SnapshotStore<StdFs>, jobs: std_mpsc::Receiver<SaveJob>) {
+/// The background thread: encodes and saves snapshots, and zero-fills the
+/// log's next segment, beside the log, so that neither the driver nor the
+/// log waits for them.
+fn run_background(
+    mut writer: SnapshotStore<StdFs>,
+    mut preparer: SegmentPreparer<StdFs>,
+    jobs: std_mpsc::Receiver<Background>,
+    spares: std_mpsc::Sender<SpareSegment<StdFile>>,
+) {
     while let Ok(job) = jobs.recv() {
-        let started = Instant::now();
-        let image = (job.encode)();
-        let encode = started.elapsed();
-        let result = writer
-            .save(job.slot, &image)
-            .map(|()| Saved {
-                slot: job.slot,
-                bytes: image.len(),
+        match job {
+            Background::Save {
+                slot,
                 encode,
-                write: started.elapsed() - encode,
-            })
-            .map_err(|e| e.to_string());
-        let _ = job.reply.send(result);
+                reply,
+            } => {
+                let started = Instant::now();
+                let image = encode();
+                let encode = started.elapsed();
+                let result = writer
+                    .save(slot, &image)
+                    .map(|()| Saved {
+                        slot,
+                        bytes: image.len(),
+                        encode,
+                        write: started.elapsed() - encode,
+                    })
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(result);
+            }
+            Background::PrepareSpare => match preparer.prepare() {
+                Ok(spare) => {
+                    let _ = spares.send(spare);
+                }
+                // The roll then fills its own segment, and reports a
+                // disk that is really failing.
+                Err(e) => warn!(%e, "could not prepare a spare log segment"),
+            },
+        }
     }
 }
 
-fn run(mut store: ReplicaStore<StdFs>, jobs: std_mpsc::Receiver<Job>) {
+fn run(
+    mut store: ReplicaStore<StdFs>,
+    jobs: std_mpsc::Receiver<Job>,
+    background: std_mpsc::Sender<Background>,
+    spares: std_mpsc::Receiver<SpareSegment<StdFile>>,
+) {
     // A failed append nobody waited on: every later job fails with it, so
     // the node stops on its next persist (DESIGN.md rule 2).
     let mut failed: Option<String> = None;
+    let mut spare_asked = false;
     while let Ok(job) = jobs.recv() {
+        // Keep a zero-filled segment ready for the next roll.
+        if let Ok(spare) = spares.try_recv() {
+            store.offer_spare(spare);
+            spare_asked = false;
+        }
+        if !spare_asked && store.needs_spare() {
+            spare_asked = background.send(Background::PrepareSpare).is_ok();
+        }
         if let Some(error) = &failed {
             job.fail(error);
             continue;
@@ -249,7 +293,7 @@ impl Disk {
     }
 
     /// Encodes (with `encode`) and saves a snapshot at `slot` on the
-    /// snapshot thread, which answers on `reply`. Then [`Disk::trim`] drops
+    /// background thread, which answers on `reply`. Then [`Disk::trim`] drops
     /// the log it covers.
     pub fn save_snapshot(
         &self,
@@ -257,13 +301,13 @@ impl Disk {
         encode: Box<dyn FnOnce() -> Vec<u8> + Send>,
         reply: SavedSender,
     ) -> Result<(), String> {
-        self.saves
-            .send(SaveJob {
+        self.background
+            .send(Background::Save {
                 slot,
                 encode,
                 reply,
             })
-            .map_err(|_| "the snapshot thread has stopped".to_string())
+            .map_err(|_| "the background thread has stopped".to_string())
     }
 
     /// Trims the log after the snapshot at `slot` was saved.

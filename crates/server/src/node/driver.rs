@@ -85,10 +85,10 @@ pub struct Driver {
     snapshot_count: u64,
     /// Commands applied since the last snapshot (or start).
     applied_since_snapshot: u64,
-    /// A snapshot is being encoded and saved on the snapshot thread; how
+    /// A snapshot is being encoded and saved on the background thread; how
     /// long the driver took to freeze its copy.
     saving: Option<Duration>,
-    /// Where the snapshot thread reports, and (until `run` takes it) where
+    /// Where the background thread reports, and (until `run` takes it) where
     /// the reports arrive.
     saved_tx: SavedSender,
     saved_rx: Option<mpsc::UnboundedReceiver<Result<Saved, String>>>,
@@ -751,7 +751,7 @@ impl Driver {
 
     /// Starts a snapshot once enough commands were applied since the
     /// last one. The driver only freezes a copy of the store (value bytes
-    /// shared, not copied); the snapshot thread encodes and saves it while
+    /// shared, not copied); the background thread encodes and saves it while
     /// the driver goes on serving, and [`Driver::snapshot_saved`] trims the
     /// log after it.
     fn maybe_checkpoint(&mut self) -> Result<(), String> {
@@ -780,7 +780,7 @@ impl Driver {
         Ok(())
     }
 
-    /// The snapshot thread saved a snapshot (or failed to: storage errors
+    /// The background thread saved a snapshot (or failed to: storage errors
     /// stop the node): the log before it goes.
     async fn snapshot_saved(&mut self, result: Result<Saved, String>) -> Result<(), String> {
         let froze = self.saving.take().unwrap_or_default();

@@ -10,8 +10,8 @@
 
 mod disk;
 mod driver;
-mod memory;
 pub mod forward;
+mod memory;
 mod metrics;
 
 use std::collections::BTreeMap;
