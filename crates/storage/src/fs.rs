@@ -83,3 +83,21 @@ pub(crate) fn ensure_dir<F: Fs + ?Sized>(fs: &F, dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Create `path` afresh for writing, removing what a crash may have left under that
+/// (temporary) name.
+pub(crate) fn create_fresh<F: Fs + ?Sized>(fs: &F, path: &Path) -> Result<F::File> {
+    let failed = |op: &'static str| {
+        move |source| Error::Io {
+            op,
+            file: path.to_path_buf(),
+            source,
+        }
+    };
+    match fs.remove(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(failed("remove")(source)),
+    }
+    fs.create_new(path).map_err(failed("create"))
+}

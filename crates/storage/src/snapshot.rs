@@ -376,6 +376,9 @@ pub(crate) fn install<F: Fs>(
     Ok(())
 }
 
+/// Snapshot bytes written between syncs while saving.
+const SAVE_SYNC_CHUNK_BYTES: usize = 8 << 20;
+
 /// The snapshots of one node, in one directory.
 #[derive(Debug)]
 pub struct SnapshotStore<F: Fs> {
@@ -431,15 +434,7 @@ impl<F: Fs> SnapshotStore<F> {
         let temp = self.dir.join(format!(
             "{SNAPSHOT_PREFIX}{index:0INDEX_DIGITS$}{TEMP_SUFFIX}"
         ));
-        match self.fs.remove(&temp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(io_error("remove", &temp)(source)),
-        }
-        let mut file = self
-            .fs
-            .create_new(&temp)
-            .map_err(io_error("create", &temp))?;
+        let mut file = crate::fs::create_fresh(&self.fs, &temp)?;
         let header = Header {
             index,
             block_bytes: self.options.block_bytes,
@@ -447,9 +442,27 @@ impl<F: Fs> SnapshotStore<F> {
             data_crc: crc32c::crc32c(data),
         };
         let mut writer = BlockWriter::new(header);
-        let written = file
-            .write_all_at(&header.encode(), 0)
-            .and_then(|()| writer.write(&mut file, data));
+        // Synced as it goes: a large snapshot's writeback is spread out, so
+        // the log's fsyncs on the same disk never queue behind all of it.
+        let mut synced = Ok(());
+        let written = file.write_all_at(&header.encode(), 0).and_then(|()| {
+            for chunk in data.chunks(SAVE_SYNC_CHUNK_BYTES) {
+                writer.write(&mut file, chunk)?;
+                if chunk.len() == SAVE_SYNC_CHUNK_BYTES {
+                    synced = file.sync_data();
+                    if synced.is_err() {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        });
+        if let Err(source) = synced {
+            // Durability is unknown: stop (DESIGN.md rule 2).
+            self.poisoned = true;
+            let _ = self.fs.remove(&temp);
+            return Err(Error::SyncFailed { file: temp, source });
+        }
         if let Err(source) = written {
             let _ = self.fs.remove(&temp);
             if is_no_space(&source) {

@@ -627,15 +627,7 @@ impl<F: Fs> Wal<F> {
             }
             None => {
                 let temp = self.dir.join(format!("{:020}{TEMP_SUFFIX}", first_lsn.0));
-                match self.fs.remove(&temp) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(io_error("remove", &temp)(source)),
-                }
-                let mut file = self
-                    .fs
-                    .create_new(&temp)
-                    .map_err(io_error("create", &temp))?;
+                let mut file = crate::fs::create_fresh(&self.fs, &temp)?;
                 let prepared = file
                     .write_all_at(&header, 0)
                     .and_then(|()| file.allocate(self.options.segment_bytes_max));

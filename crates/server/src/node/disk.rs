@@ -16,6 +16,9 @@ use storage::{
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+/// How often the background thread, when idle, hands freed memory back.
+const RELEASE_MEMORY_EVERY: Duration = Duration::from_secs(2);
+
 /// A log write or trim taking this long is logged: replies wait for it.
 const SLOW_WRITE: Duration = Duration::from_millis(50);
 
@@ -125,7 +128,17 @@ fn run_background(
     jobs: std_mpsc::Receiver<Background>,
     spares: std_mpsc::Sender<SpareSegment<StdFile>>,
 ) {
-    while let Ok(job) = jobs.recv() {
+    super::tuning::lower_thread_priority();
+    loop {
+        let job = match jobs.recv_timeout(RELEASE_MEMORY_EVERY) {
+            Ok(job) => job,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                // Heap pages freed by request traffic go back to the kernel.
+                super::tuning::release_free_memory();
+                continue;
+            }
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         match job {
             Background::Save {
                 slot,

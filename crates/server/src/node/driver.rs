@@ -787,7 +787,7 @@ impl Driver {
         let saved = result?;
         self.disk.trim(saved.slot).await?;
         self.replica.compact(saved.slot);
-        super::memory::release_free_memory();
+        super::tuning::release_free_memory();
         info!(
             slot = saved.slot,
             bytes = saved.bytes,

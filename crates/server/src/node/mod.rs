@@ -11,8 +11,8 @@
 mod disk;
 mod driver;
 pub mod forward;
-mod memory;
 mod metrics;
+mod tuning;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -195,7 +195,7 @@ impl Node {
     /// Recovers the data directory, binds the peer and client ports, and
     /// starts serving.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
-        memory::tune_allocator();
+        tuning::tune_allocator();
         let me = config.my_id().ok_or_else(|| {
             StartError::Config(format!(
                 "--name {:?} is not in --initial-cluster",

@@ -1,4 +1,5 @@
-//! Keeping resident memory close to what the state needs.
+//! Tuning of the process: resident memory close to what the state needs,
+//! and background work that yields to serving.
 //!
 //! glibc's malloc raises its mmap threshold each time a large block is
 //! freed, so the next snapshot's buffers (tens of MiB) come from the heap
@@ -11,13 +12,21 @@
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD_BYTES: libc::c_int = 1 << 20;
 
-/// Fixes the allocator's mmap threshold; call once at start.
+/// Heaps (arenas) the allocator may keep: memory freed on one thread is
+/// reused by the others instead of staying resident in an arena per
+/// thread.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const ARENAS_MAX: libc::c_int = 2;
+
+/// Fixes the allocator's mmap threshold and arena count; call once at
+/// start.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is safe to
     // call at any time, from any thread.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS_MAX);
     }
 }
 
@@ -27,5 +36,17 @@ pub fn release_free_memory() {
     // SAFETY: malloc_trim only releases memory the allocator holds free.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10), so that snapshot
+/// encoding and segment zero-filling run on what serving leaves over.
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take and return plain integers; on
+    // Linux the nice value of a thread id applies to that thread alone.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
     }
 }
