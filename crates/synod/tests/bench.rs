@@ -88,6 +88,8 @@ fn bench_workloads_do_what_they_say_against_a_cluster() {
     assert!((1..=50).contains(&n), "{count}");
     let revision = keys["header"]["revision"].as_u64().expect("revision");
     assert!(revision > 300, "{count}");
+    // The run reports the revision its last answers carried.
+    assert_eq!(number(&put, &["result", "revision"]), revision as f64);
 
     // Linearizable gets over a prefilled key space, from every member.
     let (_, get) = run(&[

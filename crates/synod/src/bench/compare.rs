@@ -129,6 +129,23 @@ fn rows(c: &RunRecord, b: &RunRecord) -> Vec<Row> {
             max(&b.rss_mib),
             Better::Lower,
         );
+        // A faster system holds more history after a run of the same
+        // length: memory per revision held is the like-for-like figure.
+        if cr.revision > 0 && br.revision > 0 {
+            let per = |rss: f64, revisions: i64| rss * 1024.0 / revisions as f64;
+            row(
+                "revisions held (after run)",
+                cr.revision as f64,
+                br.revision as f64,
+                Better::Higher,
+            );
+            row(
+                "RSS KiB per revision held",
+                per(max(&c.rss_mib), cr.revision),
+                per(max(&b.rss_mib), br.revision),
+                Better::Lower,
+            );
+        }
     }
     rows
 }

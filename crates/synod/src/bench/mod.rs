@@ -442,7 +442,11 @@ fn render(run: &RunRecord) -> String {
         "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
         l.p50, l.p90, l.p99, l.p999, l.max, l.mean
     );
-    let _ = writeln!(out, "  errors      {}   timeouts {}", r.errors, r.timeouts);
+    let _ = writeln!(
+        out,
+        "  errors      {}   timeouts {}   store revision {}",
+        r.errors, r.timeouts, r.revision
+    );
     for (message, n) in &r.error_kinds {
         let _ = writeln!(out, "    {n} x {message}");
     }

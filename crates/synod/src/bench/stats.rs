@@ -20,6 +20,8 @@ pub struct Recorder {
     pub cas_succeeded: u64,
     /// Compare-and-set transactions whose compare failed.
     pub cas_failed: u64,
+    /// The highest store revision a response reported.
+    pub revision: i64,
 }
 
 impl Recorder {
@@ -32,6 +34,7 @@ impl Recorder {
         self.timeouts += other.timeouts;
         self.cas_succeeded += other.cas_succeeded;
         self.cas_failed += other.cas_failed;
+        self.revision = self.revision.max(other.revision);
     }
 
     /// Counts an error under its message.
@@ -54,6 +57,7 @@ impl Recorder {
             error_kinds: self.errors,
             cas_succeeded: self.cas_succeeded,
             cas_failed: self.cas_failed,
+            revision: self.revision,
         }
     }
 }
@@ -81,6 +85,10 @@ pub struct Measured {
     /// Compare-and-set transactions whose compare failed.
     #[serde(default)]
     pub cas_failed: u64,
+    /// The store's revision at the end (one per write since the cluster
+    /// started): what the members hold in history when memory is read.
+    #[serde(default)]
+    pub revision: i64,
 }
 
 /// Latency percentiles in milliseconds.

@@ -148,6 +148,7 @@ pub async fn client(plan: Arc<Plan>, channel: Channel, index: usize, seed: u64) 
                         }
                     }
                     cas_revision = revision_after_cas(&response, cas_revision);
+                    recorder.revision = recorder.revision.max(header_revision(&response.header));
                     Ok(())
                 }
             }
@@ -159,7 +160,10 @@ pub async fn client(plan: Arc<Plan>, channel: Channel, index: usize, seed: u64) 
             };
             match tokio::time::timeout(plan.timeout, kv.put(request)).await {
                 Err(_) => Err(tonic::Status::deadline_exceeded("timeout")),
-                Ok(result) => result.map(drop),
+                Ok(result) => result.map(|r| {
+                    let revision = header_revision(&r.into_inner().header);
+                    recorder.revision = recorder.revision.max(revision);
+                }),
             }
         } else {
             let request = RangeRequest {
@@ -169,7 +173,10 @@ pub async fn client(plan: Arc<Plan>, channel: Channel, index: usize, seed: u64) 
             };
             match tokio::time::timeout(plan.timeout, kv.range(request)).await {
                 Err(_) => Err(tonic::Status::deadline_exceeded("timeout")),
-                Ok(result) => result.map(drop),
+                Ok(result) => result.map(|r| {
+                    let revision = header_revision(&r.into_inner().header);
+                    recorder.revision = recorder.revision.max(revision);
+                }),
             }
         };
         let end = Instant::now();
@@ -191,6 +198,11 @@ pub async fn client(plan: Arc<Plan>, channel: Channel, index: usize, seed: u64) 
         }
     }
     recorder
+}
+
+/// The revision in a response header (0 without one).
+fn header_revision(header: &Option<server::proto::etcdserverpb::ResponseHeader>) -> i64 {
+    header.as_ref().map_or(0, |h| h.revision)
 }
 
 /// A transaction: if `key`'s mod_revision is `revision`, put `value`; else
