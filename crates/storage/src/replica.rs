@@ -46,6 +46,18 @@ pub struct ReplicaStore<F: Fs + Clone> {
     /// What the log holds, so that a checkpoint can rewrite it.
     mirror: Durable,
     dirty: bool,
+    /// Where the log stood when the state machine was frozen for a
+    /// snapshot ([`Self::mark_snapshot`]).
+    mark: Option<SnapshotMark>,
+}
+
+/// The log's position when a snapshot's state was frozen, and the slots
+/// after the snapshot that had records before that position.
+#[derive(Debug)]
+struct SnapshotMark {
+    slot: u64,
+    lsn: crate::wal::Lsn,
+    slots: Vec<u64>,
 }
 
 impl<F: Fs + Clone> ReplicaStore<F> {
@@ -85,6 +97,7 @@ impl<F: Fs + Clone> ReplicaStore<F> {
             receiver,
             mirror: durable.clone(),
             dirty: false,
+            mark: None,
         };
         Ok((
             store,
@@ -152,10 +165,36 @@ impl<F: Fs + Clone> ReplicaStore<F> {
         self.snapshots.another_handle()
     }
 
+    /// Notes that the state machine was frozen at `slot` for a snapshot:
+    /// every record appended so far is covered by the snapshot or listed
+    /// here, so [`Self::trim_after_snapshot`] need not rewrite the records
+    /// appended after this point, only the few slots after `slot` that
+    /// were already in the log (decisions in flight).
+    pub fn mark_snapshot(&mut self, slot: u64) {
+        let after = slot + 1;
+        let mut slots: Vec<u64> = self
+            .mirror
+            .accepted
+            .range(after..)
+            .map(|(s, _)| *s)
+            .chain(self.mirror.committed.range(after..).map(|(s, _)| *s))
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        self.mark = Some(SnapshotMark {
+            slot,
+            lsn: self.wal.next_lsn(),
+            slots,
+        });
+    }
+
     /// The second half of [`Self::checkpoint`] for a snapshot at `slot`
-    /// saved through [`Self::snapshot_writer`]: rewrites what the log must
-    /// keep and drops the rest. Refuses if no snapshot that new is on disk,
-    /// as trimming before one would lose decisions.
+    /// saved through [`Self::snapshot_writer`]: drops the log the snapshot
+    /// covers. Refuses if no snapshot that new is on disk, as trimming
+    /// before one would lose decisions. After [`Self::mark_snapshot`] at
+    /// the same slot, only the promise and the marked slots are written
+    /// again (with their latest records, so nothing newer is undone);
+    /// without it, everything the log must keep is.
     pub fn trim_after_snapshot(&mut self, slot: u64) -> Result<()> {
         let latest = self.snapshots.latest_index()?;
         if latest.is_none_or(|index| index < slot) {
@@ -165,7 +204,33 @@ impl<F: Fs + Clone> ReplicaStore<F> {
             });
         }
         self.sync()?;
-        self.trim_log(slot)
+        match self.mark.take() {
+            Some(mark) if mark.slot == slot => self.trim_from_mark(mark),
+            _ => self.trim_log(slot),
+        }
+    }
+
+    /// Trims after a snapshot at `mark.slot`: records from `mark.lsn` on
+    /// stay where they are; the promise and the marked slots' latest
+    /// records are appended again; segments wholly before `mark.lsn` go.
+    fn trim_from_mark(&mut self, mark: SnapshotMark) -> Result<()> {
+        self.mirror.compact(mark.slot);
+        self.append(&PaxosRecord::Promise(self.mirror.promised))?;
+        for slot in &mark.slots {
+            if let Some((ballot, value)) = self.mirror.accepted.get(slot).cloned() {
+                self.append(&PaxosRecord::Accept {
+                    slot: *slot,
+                    ballot,
+                    value,
+                })?;
+            }
+            if let Some(value) = self.mirror.committed.get(slot).cloned() {
+                self.append(&PaxosRecord::Commit { slot: *slot, value })?;
+            }
+        }
+        self.sync()?;
+        self.wal.truncate_before(mark.lsn)?;
+        Ok(())
     }
 
     /// Takes one chunk of a peer's snapshot. When the last one arrives the
@@ -194,6 +259,8 @@ impl<F: Fs + Clone> ReplicaStore<F> {
     /// promise, and every acceptance and decision after it), then drops the
     /// segments before the rewrite.
     fn trim_log(&mut self, slot: u64) -> Result<()> {
+        // A full rewrite supersedes any mark.
+        self.mark = None;
         self.mirror.compact(slot);
         let first = self.wal.next_lsn();
         let keep = self.mirror.clone();

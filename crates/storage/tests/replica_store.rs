@@ -176,3 +176,66 @@ fn a_snapshot_saved_on_the_side_then_trimmed_matches_a_checkpoint() {
     let snapshot = restored.snapshot.expect("snapshot");
     assert_eq!(snapshot.index, 100);
 }
+
+#[test]
+fn a_marked_trim_keeps_later_records_in_place_and_undoes_nothing_newer() {
+    let fs = SimFs::new();
+    let dir = Path::new("/n3");
+    let (mut store, _) =
+        ReplicaStore::open(fs.clone(), dir, options(), SnapshotOptions::default()).expect("open");
+    let accept = |store: &mut ReplicaStore<SimFs>, slot, round| {
+        store
+            .append(&Record::Accept {
+                slot,
+                ballot: Ballot::new(round, 2),
+                value: value(slot * 1000 + round),
+            })
+            .expect("append");
+    };
+    store
+        .append(&Record::Promise(Ballot::new(4, 2)))
+        .expect("append");
+    for slot in 1..=400 {
+        accept(&mut store, slot, 4);
+        store.sync().expect("sync");
+    }
+    // Frozen at 390: slots 391..=400 are already in the log (in flight).
+    store.mark_snapshot(390);
+    let mut writer = store.snapshot_writer();
+    // While the snapshot is saved: more slots, and slot 105 accepted again
+    // at a higher ballot, which the trim must not undo.
+    for slot in 401..=500 {
+        accept(&mut store, slot, 4);
+    }
+    accept(&mut store, 395, 9);
+    store.sync().expect("sync");
+    writer.save(390, b"state at 390").expect("save");
+    store.trim_after_snapshot(390).expect("trim");
+    let first_segment_kept = {
+        use storage::Fs;
+        fs.list(&dir.join("wal"))
+            .expect("list")
+            .contains(&"00000000000000000001.wal".to_string())
+    };
+    assert!(!first_segment_kept, "segments before the mark dropped");
+    drop(store);
+    fs.crash(5);
+    let (_, restored) =
+        ReplicaStore::open(fs, dir, options(), SnapshotOptions::default()).expect("reopen");
+    let d = restored.durable;
+    assert_eq!(d.snapshot_slot, 390);
+    assert_eq!(d.promised, Ballot::new(9, 2));
+    assert_eq!(
+        d.accepted.keys().copied().collect::<Vec<_>>(),
+        (391..=500).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        d.accepted.get(&395),
+        Some(&(Ballot::new(9, 2), value(395 * 1000 + 9))),
+        "the newer acceptance survives"
+    );
+    assert_eq!(
+        d.accepted.get(&398).map(|(b, _)| *b),
+        Some(Ballot::new(4, 2))
+    );
+}

@@ -32,6 +32,9 @@ enum Job {
         /// whose failure is reported to the next job instead.
         reply: Option<oneshot::Sender<Result<u64, String>>>,
     },
+    /// The state machine was frozen at `slot` for a snapshot: note where
+    /// the log stands, so the trim after it rewrites little.
+    Mark { slot: u64 },
     /// The snapshot at `slot` is saved (by the background thread): trim.
     Trim {
         slot: u64,
@@ -223,6 +226,7 @@ fn run(
                     None => failed = result.err(),
                 }
             }
+            Job::Mark { slot } => store.mark_snapshot(slot),
             Job::Trim { slot, reply } => {
                 let started = Instant::now();
                 let _ = reply.send(store.trim_after_snapshot(slot).map_err(|e| e.to_string()));
@@ -258,6 +262,7 @@ impl Job {
             Job::Trim { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
+            Job::Mark { .. } => {}
             Job::LatestSnapshot { reply } => {
                 let _ = reply.send(Err(error));
             }
@@ -321,6 +326,14 @@ impl Disk {
                 reply,
             })
             .map_err(|_| "the background thread has stopped".to_string())
+    }
+
+    /// Notes, in order with the records before it, that the state machine
+    /// was frozen at `slot` for a snapshot. Does not wait.
+    pub fn mark(&self, slot: u64) -> Result<(), String> {
+        self.jobs
+            .send(Job::Mark { slot })
+            .map_err(|_| "the disk thread has stopped".to_string())
     }
 
     /// Trims the log after the snapshot at `slot` was saved.

@@ -770,6 +770,7 @@ impl Driver {
         }
         let started = Instant::now();
         let frozen = self.store.frozen();
+        self.disk.mark(applied)?;
         self.disk.save_snapshot(
             applied,
             Box::new(move || frozen.snapshot()),
