@@ -35,6 +35,9 @@ pub struct Oracle {
     canonical: BTreeMap<Slot, u64>,
     /// Per node, the last slot it applied (or restored from a snapshot).
     last_applied: BTreeMap<NodeId, Slot>,
+    /// Per node and slot, the highest ballot it accepted durably (synced):
+    /// a restart must find at least that.
+    durable: BTreeMap<NodeId, BTreeMap<Slot, Ballot>>,
     /// What broke.
     pub violations: Vec<Violation>,
 }
@@ -66,6 +69,45 @@ impl Oracle {
 
     fn violate(&mut self, time_us: u64, what: String) {
         self.violations.push(Violation { time_us, what });
+    }
+
+    /// `node`'s acceptance of `slot` at `ballot` was synced to its disk.
+    pub fn synced(&mut self, node: NodeId, slot: Slot, ballot: Ballot) {
+        let highest = self
+            .durable
+            .entry(node)
+            .or_default()
+            .entry(slot)
+            .or_insert(ballot);
+        *highest = (*highest).max(ballot);
+    }
+
+    /// A node restarted with `accepted` from its disk, whose snapshot
+    /// covers up to `snapshot_slot`: every acceptance it had synced after
+    /// that must be there, at its ballot or a later one. (Persist before you
+    /// promise is worth nothing if the log loses what was persisted.)
+    pub fn recovered(
+        &mut self,
+        time_us: u64,
+        node: NodeId,
+        snapshot_slot: Slot,
+        accepted: &BTreeMap<Slot, (Ballot, Value)>,
+    ) {
+        let Some(durable) = self.durable.get_mut(&node) else {
+            return;
+        };
+        *durable = durable.split_off(&(snapshot_slot + 1));
+        let lost: Vec<(Slot, Ballot)> = durable
+            .iter()
+            .filter(|(slot, ballot)| accepted.get(slot).is_none_or(|(b, _)| b < ballot))
+            .map(|(slot, ballot)| (*slot, *ballot))
+            .collect();
+        for (slot, ballot) in lost {
+            self.violate(
+                time_us,
+                format!("n{node} restarted without its synced acceptance of slot {slot} at ballot {ballot}"),
+            );
+        }
     }
 
     /// Slots known chosen so far.
@@ -197,6 +239,27 @@ mod tests {
             }]
             .into(),
         )
+    }
+
+    #[test]
+    fn catches_a_restart_that_lost_a_synced_acceptance() {
+        let mut o = Oracle::new(3);
+        let (b1, b2) = (Ballot::new(1, 1), Ballot::new(2, 2));
+        o.synced(2, 5, b1);
+        o.synced(2, 6, b2);
+        let mut disk = BTreeMap::new();
+        disk.insert(5, (b1, batch(1)));
+        disk.insert(6, (b2, batch(2)));
+        o.recovered(10, 2, 0, &disk);
+        assert!(o.violations.is_empty(), "{:?}", o.violations);
+        // A broken log: slot 6 gone, slot 5 back at an older ballot.
+        disk.remove(&6);
+        disk.insert(5, (Ballot::new(0, 3), batch(1)));
+        o.recovered(20, 2, 0, &disk);
+        assert_eq!(o.violations.len(), 2, "{:?}", o.violations);
+        // A snapshot covering them forgives both.
+        o.recovered(30, 2, 6, &BTreeMap::new());
+        assert_eq!(o.violations.len(), 2);
     }
 
     #[test]

@@ -104,6 +104,14 @@ enum Event {
         from: NodeId,
         chunk: SnapshotChunk,
     },
+    /// A snapshot frozen at `slot` finished saving beside the log (as the
+    /// server's background thread does), unless the node died meanwhile.
+    SnapshotSaved {
+        node: NodeId,
+        incarnation: u64,
+        slot: u64,
+        image: Vec<u8>,
+    },
     Nemesis,
     Restart(NodeId),
     FreeDisk(NodeId),
@@ -146,6 +154,10 @@ struct Node {
     fs: SimFs,
     /// The log and snapshots, open while the node runs.
     store: Option<ReplicaStore<SimFs>>,
+    /// Counts the node's lives, so that work a dead life started is dropped.
+    incarnation: u64,
+    /// A snapshot is being saved.
+    saving: bool,
     /// Acceptances appended but not yet synced; the oracle counts an
     /// acceptance once it is durable.
     unsynced: Vec<(Slot, Ballot, Value)>,
@@ -245,6 +257,8 @@ impl World {
                     store,
                     unsynced: Vec::new(),
                     barrier_pending: false,
+                    incarnation: 0,
+                    saving: false,
                     kv: Kv::default(),
                     writes: BTreeMap::new(),
                     reads: BTreeMap::new(),
@@ -425,6 +439,12 @@ impl World {
                 }
             }
             Event::Restart(id) => self.restart(id),
+            Event::SnapshotSaved {
+                node,
+                incarnation,
+                slot,
+                image,
+            } => self.snapshot_saved(node, incarnation, slot, &image),
             Event::FreeDisk(id) => {
                 if let Some(node) = self.node_index(id) {
                     self.nodes[node].fs.set_capacity_bytes(None);
@@ -550,6 +570,7 @@ impl World {
             Ok(()) => {
                 n.barrier_pending = false;
                 for (slot, ballot, value) in std::mem::take(&mut n.unsynced) {
+                    self.oracle.synced(id, slot, ballot);
                     self.oracle.accepted(self.now, id, slot, ballot, &value);
                 }
                 true
@@ -569,11 +590,45 @@ impl World {
             return;
         };
         let applied = replica.applied();
-        if applied < replica.snapshot_slot() + SNAPSHOT_EVERY_SLOTS {
+        if n.saving || applied < replica.snapshot_slot() + SNAPSHOT_EVERY_SLOTS {
             return;
         }
-        match store.checkpoint(applied, &n.kv.encode()) {
-            Ok(()) => replica.compact(applied),
+        // As the server does: freeze and mark now, save and trim later
+        // while the log goes on taking records (or never, if the node dies
+        // first).
+        store.mark_snapshot(applied);
+        let image = n.kv.encode();
+        n.saving = true;
+        let event = Event::SnapshotSaved {
+            node: n.id,
+            incarnation: n.incarnation,
+            slot: applied,
+            image,
+        };
+        let delay = self.rng.random_range(1_000..50_000);
+        self.schedule(delay, event);
+    }
+
+    /// Saves a snapshot frozen earlier, trims the log after it, and lets
+    /// the replica forget the slots it covers.
+    fn snapshot_saved(&mut self, id: NodeId, incarnation: u64, slot: u64, image: &[u8]) {
+        let Some(node) = self.node_index(id) else {
+            return;
+        };
+        let n = &mut self.nodes[node];
+        let (Some(replica), Some(store)) = (&mut n.replica, &mut n.store) else {
+            return;
+        };
+        if n.incarnation != incarnation {
+            return;
+        }
+        n.saving = false;
+        let saved = store
+            .snapshot_writer()
+            .save(slot, image)
+            .and_then(|()| store.trim_after_snapshot(slot));
+        match saved {
+            Ok(()) => replica.compact(slot),
             Err(e) => self.stop_node(node, &e.to_string()),
         }
     }
@@ -1054,6 +1109,8 @@ impl World {
         n.store = None;
         n.unsynced.clear();
         n.barrier_pending = false;
+        n.incarnation += 1;
+        n.saving = false;
         n.kv = Kv::default();
         n.writes.clear();
         n.reads.clear();
@@ -1106,6 +1163,9 @@ impl World {
             return;
         };
         let durable = restored.durable;
+        // Everything synced must have survived: log trimming included.
+        self.oracle
+            .recovered(self.now, id, durable.snapshot_slot, &durable.accepted);
         // Acceptances that reached the disk without being synced survive
         // some crashes; they count as votes from now on.
         for (slot, (ballot, value)) in &durable.accepted {

@@ -195,11 +195,14 @@ fn a_marked_trim_keeps_later_records_in_place_and_undoes_nothing_newer() {
     store
         .append(&Record::Promise(Ballot::new(4, 2)))
         .expect("append");
-    for slot in 1..=400 {
+    // Slots 391..=400 reach the log first, in its oldest segment (a
+    // new leader's recovered slots can), then 1..=390.
+    for slot in (391..=400).chain(1..=390) {
         accept(&mut store, slot, 4);
         store.sync().expect("sync");
     }
-    // Frozen at 390: slots 391..=400 are already in the log (in flight).
+    // Frozen at 390: slots 391..=400 are in the log before the mark, in a
+    // segment the trim drops, so they must be written again.
     store.mark_snapshot(390);
     let mut writer = store.snapshot_writer();
     // While the snapshot is saved: more slots, and slot 105 accepted again
