@@ -101,7 +101,6 @@ fn replicas_applying_the_same_commands_have_the_same_hash() {
     let b = busy_store();
     assert_eq!(a.snapshot(), b.snapshot());
     assert_eq!(a.state_hash(), b.state_hash());
-    let snap = a.snapshot();
     let mut c = busy_store();
     put(&mut c, b"one more", b"");
     assert_ne!(c.state_hash(), a.state_hash());
