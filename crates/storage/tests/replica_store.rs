@@ -123,23 +123,40 @@ fn a_checkpoint_keeps_the_promise_and_the_slots_after_it() {
     );
 }
 
+fn open(fs: &SimFs, dir: &Path) -> ReplicaStore<SimFs> {
+    ReplicaStore::open(fs.clone(), dir, options(), SnapshotOptions::default())
+        .expect("open")
+        .0
+}
+
+/// The durable state a crash and a restart give back.
+fn crash_and_reopen(fs: SimFs, dir: &Path, word: u64) -> storage::Restored {
+    fs.crash(word);
+    ReplicaStore::open(fs, dir, options(), SnapshotOptions::default())
+        .expect("reopen")
+        .1
+}
+
+fn accept(store: &mut ReplicaStore<SimFs>, slot: u64, round: u64, value: Value) {
+    store
+        .append(&Record::Accept {
+            slot,
+            ballot: Ballot::new(round, 2),
+            value,
+        })
+        .expect("append");
+}
+
 #[test]
 fn a_snapshot_saved_on_the_side_then_trimmed_matches_a_checkpoint() {
     let fs = SimFs::new();
     let dir = Path::new("/n2");
-    let (mut store, _) =
-        ReplicaStore::open(fs.clone(), dir, options(), SnapshotOptions::default()).expect("open");
+    let mut store = open(&fs, dir);
     store
         .append(&Record::Promise(Ballot::new(4, 2)))
         .expect("append");
     for slot in 1..=120 {
-        store
-            .append(&Record::Accept {
-                slot,
-                ballot: Ballot::new(4, 2),
-                value: value(slot),
-            })
-            .expect("append");
+        accept(&mut store, slot, 4, value(slot));
         store.sync().expect("sync");
     }
     // Trimming before a snapshot that new exists is refused.
@@ -152,19 +169,11 @@ fn a_snapshot_saved_on_the_side_then_trimmed_matches_a_checkpoint() {
     let mut writer = store.snapshot_writer();
     writer.save(100, b"state at 100").expect("save");
     for slot in 121..=130 {
-        store
-            .append(&Record::Accept {
-                slot,
-                ballot: Ballot::new(4, 2),
-                value: value(slot),
-            })
-            .expect("append");
+        accept(&mut store, slot, 4, value(slot));
     }
     store.trim_after_snapshot(100).expect("trim");
     drop(store);
-    fs.crash(7);
-    let (_, restored) =
-        ReplicaStore::open(fs, dir, options(), SnapshotOptions::default()).expect("reopen");
+    let restored = crash_and_reopen(fs, dir, 7);
     let d = restored.durable;
     assert_eq!(d.promised, Ballot::new(4, 2));
     assert_eq!(d.snapshot_slot, 100);
@@ -181,36 +190,26 @@ fn a_snapshot_saved_on_the_side_then_trimmed_matches_a_checkpoint() {
 fn a_marked_trim_keeps_later_records_in_place_and_undoes_nothing_newer() {
     let fs = SimFs::new();
     let dir = Path::new("/n3");
-    let (mut store, _) =
-        ReplicaStore::open(fs.clone(), dir, options(), SnapshotOptions::default()).expect("open");
-    let accept = |store: &mut ReplicaStore<SimFs>, slot, round| {
-        store
-            .append(&Record::Accept {
-                slot,
-                ballot: Ballot::new(round, 2),
-                value: value(slot * 1000 + round),
-            })
-            .expect("append");
-    };
+    let mut store = open(&fs, dir);
     store
         .append(&Record::Promise(Ballot::new(4, 2)))
         .expect("append");
     // Slots 391..=400 reach the log first, in its oldest segment (a
     // new leader's recovered slots can), then 1..=390.
     for slot in (391..=400).chain(1..=390) {
-        accept(&mut store, slot, 4);
+        accept(&mut store, slot, 4, value(slot * 1000 + 4));
         store.sync().expect("sync");
     }
     // Frozen at 390: slots 391..=400 are in the log before the mark, in a
     // segment the trim drops, so they must be written again.
     store.mark_snapshot(390);
     let mut writer = store.snapshot_writer();
-    // While the snapshot is saved: more slots, and slot 105 accepted again
+    // While the snapshot is saved: more slots, and slot 395 accepted again
     // at a higher ballot, which the trim must not undo.
     for slot in 401..=500 {
-        accept(&mut store, slot, 4);
+        accept(&mut store, slot, 4, value(slot * 1000 + 4));
     }
-    accept(&mut store, 395, 9);
+    accept(&mut store, 395, 9, value(395 * 1000 + 9));
     store.sync().expect("sync");
     writer.save(390, b"state at 390").expect("save");
     store.trim_after_snapshot(390).expect("trim");
@@ -222,10 +221,7 @@ fn a_marked_trim_keeps_later_records_in_place_and_undoes_nothing_newer() {
     };
     assert!(!first_segment_kept, "segments before the mark dropped");
     drop(store);
-    fs.crash(5);
-    let (_, restored) =
-        ReplicaStore::open(fs, dir, options(), SnapshotOptions::default()).expect("reopen");
-    let d = restored.durable;
+    let d = crash_and_reopen(fs, dir, 5).durable;
     assert_eq!(d.snapshot_slot, 390);
     assert_eq!(d.promised, Ballot::new(9, 2));
     assert_eq!(
