@@ -204,12 +204,10 @@ fn run(
                 reply,
             } => {
                 let started = Instant::now();
-                let result = records
+                let written = records
                     .iter()
                     .try_for_each(|r| store.append(r))
-                    .and_then(|()| if sync { store.sync() } else { Ok(()) })
-                    .map(|()| started.elapsed().as_micros() as u64)
-                    .map_err(|e| e.to_string());
+                    .and_then(|()| if sync { store.sync() } else { Ok(()) });
                 let took = started.elapsed();
                 if took >= SLOW_WRITE {
                     info!(
@@ -219,11 +217,15 @@ fn run(
                         "slow log write (every reply waits for it)"
                     );
                 }
-                match reply {
-                    Some(reply) => {
+                let result = written
+                    .map(|()| took.as_micros() as u64)
+                    .map_err(|e| e.to_string());
+                match (reply, result) {
+                    (Some(reply), result) => {
                         let _ = reply.send(result);
                     }
-                    None => failed = result.err(),
+                    (None, Err(e)) => failed = Some(e),
+                    (None, Ok(_)) => {}
                 }
             }
             Job::Mark { slot } => store.mark_snapshot(slot),

@@ -133,59 +133,49 @@ pub async fn client(plan: Arc<Plan>, channel: Channel, index: usize, seed: u64) 
             Workload::Get | Workload::Txn => false,
             Workload::Mixed => rng.chance(50),
         };
-        let outcome: Result<(), tonic::Status> = if plan.workload == Workload::Txn {
+        // Each request yields the revision its answer carried.
+        let outcome: Result<i64, tonic::Status> = if plan.workload == Workload::Txn {
             let request = cas_request(&cas_key, cas_revision, plan.value(0));
-            match tokio::time::timeout(plan.timeout, kv.txn(request)).await {
-                Err(_) => Err(tonic::Status::deadline_exceeded("timeout")),
-                Ok(Err(status)) => Err(status),
-                Ok(Ok(response)) => {
-                    let response = response.into_inner();
-                    if start >= plan.measure_from {
-                        if response.succeeded {
-                            recorder.cas_succeeded += 1;
-                        } else {
-                            recorder.cas_failed += 1;
-                        }
+            within(plan.timeout, kv.txn(request)).await.map(|response| {
+                if start >= plan.measure_from {
+                    if response.succeeded {
+                        recorder.cas_succeeded += 1;
+                    } else {
+                        recorder.cas_failed += 1;
                     }
-                    cas_revision = revision_after_cas(&response, cas_revision);
-                    recorder.revision = recorder.revision.max(header_revision(&response.header));
-                    Ok(())
                 }
-            }
+                cas_revision = revision_after_cas(&response, cas_revision);
+                header_revision(&response.header)
+            })
         } else if put {
             let request = PutRequest {
                 key,
                 value: plan.value(plan.since_epoch_ns(start)),
                 ..Default::default()
             };
-            match tokio::time::timeout(plan.timeout, kv.put(request)).await {
-                Err(_) => Err(tonic::Status::deadline_exceeded("timeout")),
-                Ok(result) => result.map(|r| {
-                    let revision = header_revision(&r.into_inner().header);
-                    recorder.revision = recorder.revision.max(revision);
-                }),
-            }
+            within(plan.timeout, kv.put(request))
+                .await
+                .map(|r| header_revision(&r.header))
         } else {
             let request = RangeRequest {
                 key,
                 serializable: plan.consistency == Consistency::S,
                 ..Default::default()
             };
-            match tokio::time::timeout(plan.timeout, kv.range(request)).await {
-                Err(_) => Err(tonic::Status::deadline_exceeded("timeout")),
-                Ok(result) => result.map(|r| {
-                    let revision = header_revision(&r.into_inner().header);
-                    recorder.revision = recorder.revision.max(revision);
-                }),
-            }
+            within(plan.timeout, kv.range(request))
+                .await
+                .map(|r| header_revision(&r.header))
         };
+        if let Ok(revision) = outcome {
+            recorder.revision = recorder.revision.max(revision);
+        }
         let end = Instant::now();
         plan.done.fetch_add(1, Ordering::Relaxed);
         if start < plan.measure_from {
             continue;
         }
         match outcome {
-            Ok(()) => recorder
+            Ok(_) => recorder
                 .latencies_ns
                 .push(u64::try_from((end - start).as_nanos()).unwrap_or(u64::MAX)),
             Err(status) if status.code() == tonic::Code::DeadlineExceeded => recorder.timeouts += 1,
@@ -198,6 +188,18 @@ pub async fn client(plan: Arc<Plan>, channel: Channel, index: usize, seed: u64) 
         }
     }
     recorder
+}
+
+/// The answer to a unary call, or a deadline-exceeded status once
+/// `timeout` passes without one.
+async fn within<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(tonic::Status::deadline_exceeded("timeout")),
+        Ok(result) => result.map(tonic::Response::into_inner),
+    }
 }
 
 /// The revision in a response header (0 without one).
