@@ -132,6 +132,40 @@ fn a_leader_is_elected_and_commands_apply_in_order_everywhere() {
 }
 
 #[test]
+fn commands_queued_together_share_one_slot() {
+    let mut c = Cluster::new(3);
+    c.tick_all(40);
+    let leader = c.leader().expect("a leader after 40 ticks");
+    let before = c.applied[leader].len();
+    for seq in 1..=10 {
+        c.replicas[leader]
+            .enqueue(Command {
+                client: 9,
+                seq,
+                payload: vec![seq as u8],
+            })
+            .expect("the leader queues commands");
+    }
+    c.collect(leader);
+    assert!(c.wire.is_empty(), "queued commands wait for fill");
+    c.replicas[leader].fill();
+    c.collect(leader);
+    c.settle();
+    let slots = &c.applied[leader][before..];
+    assert_eq!(slots.len(), 1, "ten commands, one slot: {slots:?}");
+    match &slots[0].1 {
+        Value::Batch(batch) => {
+            let seqs: Vec<u64> = batch.iter().map(|c| c.seq).collect();
+            assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "in queue order");
+        }
+        Value::Noop => panic!("a batch, not a no-op"),
+    }
+    for i in 0..3 {
+        assert_eq!(c.applied[i], c.applied[leader], "replica {i}");
+    }
+}
+
+#[test]
 fn an_acceptor_persists_before_it_answers() {
     let mut r = Replica::new(Config::new(2, vec![1, 2, 3]));
     r.step(Envelope {

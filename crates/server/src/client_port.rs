@@ -15,6 +15,7 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -107,17 +108,24 @@ pub enum ServeError {
 
 /// Per gRPC method, calls started and calls handled by status code, under
 /// the names and labels of the Prometheus gRPC middleware etcd uses, so
-/// dashboards written for etcd find them.
+/// dashboards written for etcd find them. Counting a call takes a shared
+/// lock and two atomic increments: no allocation on the request path.
 #[derive(Debug, Default)]
 pub struct GrpcMetrics {
-    counts: std::sync::Mutex<std::collections::BTreeMap<(String, String), MethodCounts>>,
+    /// By request path (`/etcdserverpb.KV/Put`).
+    methods: std::sync::RwLock<std::collections::HashMap<String, Arc<MethodCounts>>>,
 }
 
 #[derive(Debug, Default)]
 struct MethodCounts {
-    started: u64,
-    handled: std::collections::BTreeMap<&'static str, u64>,
+    started: AtomicU64,
+    /// By gRPC status code number.
+    handled: [AtomicU64; GRPC_CODES.len()],
 }
+
+/// Distinct methods counted at most: a client sending made-up paths must
+/// not grow the table without bound.
+const GRPC_METHODS_MAX: usize = 256;
 
 /// gRPC status codes by number, as the middleware names them.
 const GRPC_CODES: [&str; 17] = [
@@ -141,12 +149,26 @@ const GRPC_CODES: [&str; 17] = [
 ];
 
 impl GrpcMetrics {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<(String, String), MethodCounts>> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The counters of the method at `path`, created on its first call
+    /// (none once the table is full).
+    fn method(&self, path: &str) -> Option<Arc<MethodCounts>> {
+        {
+            let methods = self
+                .methods
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(counts) = methods.get(path) {
+                return Some(Arc::clone(counts));
+            }
+        }
+        let mut methods = self
+            .methods
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if methods.len() >= GRPC_METHODS_MAX && !methods.contains_key(path) {
+            return None;
+        }
+        Some(Arc::clone(methods.entry(path.to_string()).or_default()))
     }
 
     /// The kind of call, as the middleware labels it.
@@ -160,26 +182,44 @@ impl GrpcMetrics {
 
     /// Appends the counters in Prometheus' text format.
     pub fn write_prometheus(&self, out: &mut String) {
-        let counts = self.lock();
+        let methods = self
+            .methods
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut sorted: Vec<(&str, &str, &MethodCounts)> = methods
+            .iter()
+            .filter_map(|(path, counts)| {
+                let (service, method) = path.trim_start_matches('/').split_once('/')?;
+                Some((service, method, counts.as_ref()))
+            })
+            .collect();
+        sorted.sort_by_key(|(service, method, _)| (*service, *method));
         let _ = writeln!(
             out,
             "# HELP grpc_server_started_total Total number of RPCs started on the server.\n# TYPE grpc_server_started_total counter"
         );
-        for ((service, method), c) in counts.iter() {
+        for (service, method, c) in &sorted {
             let t = Self::grpc_type(method);
             let _ = writeln!(
                 out,
                 "grpc_server_started_total{{grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{t}\"}} {}",
-                c.started
+                c.started.load(Ordering::Relaxed)
             );
         }
         let _ = writeln!(
             out,
             "# HELP grpc_server_handled_total Total number of RPCs completed on the server, regardless of success or failure.\n# TYPE grpc_server_handled_total counter"
         );
-        for ((service, method), c) in counts.iter() {
+        for (service, method, c) in &sorted {
             let t = Self::grpc_type(method);
-            for (code, n) in &c.handled {
+            let mut by_name: Vec<(&str, u64)> = GRPC_CODES
+                .iter()
+                .zip(&c.handled)
+                .map(|(code, n)| (*code, n.load(Ordering::Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            by_name.sort();
+            for (code, n) in by_name {
                 let _ = writeln!(
                     out,
                     "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{t}\"}} {n}"
@@ -198,34 +238,29 @@ async fn count_grpc(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let path = request.uri().path().trim_start_matches('/').to_string();
     let is_grpc = request
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let key = match (is_grpc, path.split_once('/')) {
-        (true, Some((service, method))) => Some((service.to_string(), method.to_string())),
-        _ => None,
+    let path = request.uri().path();
+    let counts = if is_grpc && path.trim_start_matches('/').contains('/') {
+        grpc.method(path)
+    } else {
+        None
     };
-    if let Some(key) = &key {
-        grpc.lock().entry(key.clone()).or_default().started += 1;
+    if let Some(counts) = &counts {
+        counts.started.fetch_add(1, Ordering::Relaxed);
     }
     let response = next.run(request).await;
-    if let Some(key) = key {
+    if let Some(counts) = counts {
         let code = response
             .headers()
             .get("grpc-status")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok())
-            .and_then(|n| GRPC_CODES.get(n).copied())
-            .unwrap_or("OK");
-        *grpc
-            .lock()
-            .entry(key)
-            .or_default()
-            .handled
-            .entry(code)
-            .or_insert(0) += 1;
+            .filter(|n| *n < GRPC_CODES.len())
+            .unwrap_or(0);
+        counts.handled[code].fetch_add(1, Ordering::Relaxed);
     }
     response
 }

@@ -304,6 +304,17 @@ impl Replica {
     /// Proposes a client command. Only the leader takes it; otherwise the
     /// command is handed back with a hint of who leads.
     pub fn propose(&mut self, command: Command) -> Result<(), ProposeError> {
+        self.enqueue(command)?;
+        self.fill();
+        Ok(())
+    }
+
+    /// Queues a client command without opening a slot for it yet. A caller
+    /// that gathers many commands at once (a server turn) queues them all
+    /// and then calls [`Replica::fill`] once, so that they share slots: one
+    /// `Accept`, one acceptance record and one decision for the lot,
+    /// instead of one each.
+    pub fn enqueue(&mut self, command: Command) -> Result<(), ProposeError> {
         let State::Leader(leader) = &mut self.state else {
             return Err(ProposeError::NotLeader {
                 command: Some(command),
@@ -316,9 +327,14 @@ impl Replica {
             });
         }
         leader.queue.push_back(command);
+        Ok(())
+    }
+
+    /// Opens slots for the queued commands, batched, while the pipeline has
+    /// room (what is left goes as slots are chosen).
+    pub fn fill(&mut self) {
         self.fill_slots();
         self.drain_loopback();
-        Ok(())
     }
 
     /// Starts a linearizable read that does not write to the log. When

@@ -2,8 +2,9 @@
 //! feeds them messages, ticks and client requests, and carries out what the
 //! core asks, persists first.
 //!
-//! Each turn takes every input that is ready (bounded), then flushes the
-//! core's outputs in order: records before a barrier go to the disk thread
+//! Each turn takes every input that is ready (bounded), queues the turn's
+//! client commands so that they share slots, then flushes the core's
+//! outputs in order: records before a barrier go to the disk thread
 //! together and are made durable with one fsync, and only then do the sends,
 //! applies and replies after them go out.
 
@@ -368,7 +369,9 @@ impl Driver {
         self.metrics
             .proposals
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.replica.propose(Command {
+        // Queued only: `flush` opens slots for the whole turn's commands at
+        // once, so that they share them.
+        self.replica.enqueue(Command {
             client,
             seq,
             payload,
@@ -551,6 +554,7 @@ impl Driver {
     /// hints, synced with the next barrier.
     async fn flush(&mut self) -> Result<(), String> {
         loop {
+            self.replica.fill();
             let outputs = self.replica.take_outputs();
             if outputs.is_empty() {
                 break;
