@@ -30,6 +30,37 @@ use crate::types::NO_LEASE;
 use crate::values::{ValueRef, Values};
 
 const MAGIC: &[u8; 8] = b"SYNODKV\0";
+
+/// Bytes per piece that [`Store::write_snapshot`] hands out.
+pub const SNAPSHOT_PIECE_BYTES: usize = 1 << 20;
+
+/// A sink that hands the encoding out in pieces, keeping the checksum of
+/// the body and the first error.
+struct Pieces<F, E> {
+    buf: Vec<u8>,
+    crc: u32,
+    out: F,
+    failed: Option<E>,
+}
+
+impl<F: FnMut(&[u8]) -> Result<(), E>, E> Pieces<F, E> {
+    fn flush(&mut self) {
+        self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+        if self.failed.is_none() {
+            self.failed = (self.out)(&self.buf).err();
+        }
+        self.buf.clear();
+    }
+}
+
+impl<F: FnMut(&[u8]) -> Result<(), E>, E> Sink for Pieces<F, E> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= SNAPSHOT_PIECE_BYTES {
+            self.flush();
+        }
+    }
+}
 /// The snapshot format this version writes and reads.
 pub const SNAPSHOT_FORMAT: u8 = 1;
 
@@ -102,6 +133,25 @@ impl Store {
         let trailer = CRC_TAG << 32 | u64::from(crc32c::crc32c(&out));
         out.extend_from_slice(&trailer.to_le_bytes());
         out
+    }
+
+    /// The bytes of [`Store::snapshot`], handed to `out` in pieces of about
+    /// [`SNAPSHOT_PIECE_BYTES`], so that saving a large store never holds
+    /// its whole image in memory. Stops at the first error of `out`.
+    pub fn write_snapshot<E>(&self, out: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        let mut pieces = Pieces {
+            buf: Vec::with_capacity(SNAPSHOT_PIECE_BYTES),
+            crc: 0,
+            out,
+            failed: None,
+        };
+        self.write_state(&mut pieces);
+        pieces.flush();
+        let trailer = CRC_TAG << 32 | u64::from(pieces.crc);
+        if pieces.failed.is_none() {
+            pieces.failed = (pieces.out)(&trailer.to_le_bytes()).err();
+        }
+        pieces.failed.map_or(Ok(()), Err)
     }
 
     /// A copy of the store as it is now, to encode with [`Store::snapshot`]

@@ -191,3 +191,40 @@ fn an_empty_store_round_trips() {
     let restored = Store::restore(&s.snapshot(), Limits::default()).expect("restore");
     assert_eq!(restored.state_hash(), s.state_hash());
 }
+
+#[test]
+fn a_snapshot_written_in_pieces_is_the_same_bytes() {
+    // Large enough for several pieces.
+    let mut s = Store::default();
+    let value = vec![7u8; 4096];
+    for i in 0..600u32 {
+        put(&mut s, &i.to_be_bytes(), &value);
+    }
+    let whole = s.snapshot();
+    assert!(
+        whole.len() > 2 * kv::SNAPSHOT_PIECE_BYTES,
+        "{}",
+        whole.len()
+    );
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    s.write_snapshot(|piece| {
+        pieces.push(piece.to_vec());
+        Ok::<(), ()>(())
+    })
+    .expect("write");
+    assert!(pieces.len() >= 3, "{} pieces", pieces.len());
+    assert!(
+        pieces
+            .iter()
+            .all(|p| p.len() <= kv::SNAPSHOT_PIECE_BYTES + 4096 + 64)
+    );
+    assert_eq!(pieces.concat(), whole);
+    // The first error stops the output and is returned.
+    let mut calls = 0;
+    let result = s.write_snapshot(|_| {
+        calls += 1;
+        if calls == 2 { Err("disk full") } else { Ok(()) }
+    });
+    assert_eq!(result, Err("disk full"));
+    assert_eq!(calls, 2, "nothing is handed out after the error");
+}

@@ -64,7 +64,8 @@ pub use fs::{Fs, FsFile};
 pub use replica::{RECORD_TYPE_PAXOS, ReplicaStore, Restored};
 pub use sim_fs::{SimFile, SimFs};
 pub use snapshot::{
-    SNAPSHOT_BLOCK_BYTES_LIMIT, SNAPSHOT_HEADER_BYTES, Snapshot, SnapshotOptions, SnapshotStore,
+    SNAPSHOT_BLOCK_BYTES_LIMIT, SNAPSHOT_HEADER_BYTES, Snapshot, SnapshotOptions, SnapshotSave,
+    SnapshotStore,
 };
 pub use std_fs::{StdFile, StdFs};
 pub use transfer::{

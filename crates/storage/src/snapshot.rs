@@ -237,6 +237,32 @@ impl BlockWriter {
     }
 }
 
+impl BlockWriter {
+    /// A writer for data whose length is not known yet: every block is
+    /// taken as full until [`BlockWriter::close`] says where the data ends.
+    fn streaming(index: u64, block_bytes: u32) -> Self {
+        Self::new(Header {
+            index,
+            block_bytes,
+            data_len: u64::MAX,
+            data_crc: 0,
+        })
+    }
+
+    /// Ends streamed data: writes the checksum of a partial last block and
+    /// returns the true header.
+    fn close<File: FsFile>(&mut self, file: &mut File) -> io::Result<Header> {
+        let block_bytes = u64::from(self.header.block_bytes);
+        if !self.written_bytes.is_multiple_of(block_bytes) {
+            let block = self.written_bytes / block_bytes;
+            file.write_all_at(&self.block_crc.to_le_bytes(), self.header.block_pos(block))?;
+        }
+        self.header.data_len = self.written_bytes;
+        self.header.data_crc = self.data_crc;
+        Ok(self.header)
+    }
+}
+
 /// What [`verify_blocks`] found.
 #[derive(Debug)]
 pub(crate) struct BlockCheck {
@@ -379,6 +405,109 @@ pub(crate) fn install<F: Fs>(
 /// Snapshot bytes written between syncs while saving.
 const SAVE_SYNC_CHUNK_BYTES: usize = 8 << 20;
 
+/// A snapshot being written (see [`SnapshotStore::begin`]). The data goes
+/// to a temporary file, synced every few MiB so that its writeback is
+/// spread out and the log's fsyncs on the same disk never queue behind all
+/// of it; the header goes last, once the length and checksum are known.
+#[derive(Debug)]
+pub struct SnapshotSave<'a, F: Fs> {
+    store: &'a mut SnapshotStore<F>,
+    /// `None` once finished or failed.
+    file: Option<F::File>,
+    temp: PathBuf,
+    index: u64,
+    writer: BlockWriter,
+    unsynced_bytes: usize,
+}
+
+impl<F: Fs> SnapshotSave<'_, F> {
+    /// Appends the next bytes of the image. After an error the save is
+    /// abandoned (the temporary file removed) and every later call fails.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(Error::Poisoned);
+        };
+        let total = self.writer.written_bytes + data.len() as u64;
+        if total > self.store.options.snapshot_bytes_max {
+            let error = Error::SnapshotTooLarge {
+                file: self.store.dir.join(snapshot_name(self.index)),
+                data_bytes: total,
+                limit_bytes: self.store.options.snapshot_bytes_max,
+            };
+            return Err(self.abandon(error));
+        }
+        for piece in data.chunks(SAVE_SYNC_CHUNK_BYTES) {
+            if let Err(source) = self.writer.write(file, piece) {
+                let error = if is_no_space(&source) {
+                    Error::NoSpace {
+                        file: self.temp.clone(),
+                        source,
+                    }
+                } else {
+                    io_error("write", &self.temp)(source)
+                };
+                return Err(self.abandon(error));
+            }
+            self.unsynced_bytes += piece.len();
+            if self.unsynced_bytes >= SAVE_SYNC_CHUNK_BYTES {
+                self.unsynced_bytes = 0;
+                if let Err(source) = file.sync_data() {
+                    // Durability is unknown: stop (DESIGN.md rule 2).
+                    self.store.poisoned = true;
+                    let error = Error::SyncFailed {
+                        file: self.temp.clone(),
+                        source,
+                    };
+                    return Err(self.abandon(error));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the header, syncs, renames the file into place, syncs the
+    /// directory and removes older snapshots; returns the image's size.
+    /// When this returns `Ok`, the log before the index may be truncated.
+    pub fn finish(mut self) -> Result<u64> {
+        let Some(mut file) = self.file.take() else {
+            return Err(Error::Poisoned);
+        };
+        let header = match self
+            .writer
+            .close(&mut file)
+            .and_then(|header| file.write_all_at(&header.encode(), 0).map(|()| header))
+        {
+            Ok(header) => header,
+            Err(source) => {
+                self.file = Some(file);
+                return Err(self.abandon(io_error("write", &self.temp)(source)));
+            }
+        };
+        let store = &mut *self.store;
+        install(&store.fs, &store.dir, &mut file, &self.temp, self.index).inspect_err(|e| {
+            if matches!(e, Error::SyncFailed { .. }) {
+                store.poisoned = true;
+            }
+        })?;
+        Ok(header.data_len)
+    }
+
+    /// Removes the temporary file and hands back `error`.
+    fn abandon(&mut self, error: Error) -> Error {
+        self.file = None;
+        let _ = self.store.fs.remove(&self.temp);
+        error
+    }
+}
+
+impl<F: Fs> Drop for SnapshotSave<'_, F> {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = self.store.fs.remove(&self.temp);
+        }
+    }
+}
+
 /// The snapshots of one node, in one directory.
 #[derive(Debug)]
 pub struct SnapshotStore<F: Fs> {
@@ -421,61 +550,31 @@ impl<F: Fs> SnapshotStore<F> {
     /// returns `Ok`, the log before `index` may be truncated. On a full disk the previous
     /// snapshot is untouched and [`Error::NoSpace`] is returned; a failed sync poisons.
     pub fn save(&mut self, index: u64, data: &[u8]) -> Result<()> {
+        let mut save = self.begin(index)?;
+        save.write(data)?;
+        save.finish().map(|_| ())
+    }
+
+    /// Starts the snapshot at `index`, to be written piece by piece (so a
+    /// large image never has to be held in memory whole) and then
+    /// [`SnapshotSave::finish`]ed, with the guarantees of [`Self::save`].
+    /// Dropping it unfinished leaves the previous snapshot in place.
+    pub fn begin(&mut self, index: u64) -> Result<SnapshotSave<'_, F>> {
         if self.poisoned {
             return Err(Error::Poisoned);
-        }
-        if data.len() as u64 > self.options.snapshot_bytes_max {
-            return Err(Error::SnapshotTooLarge {
-                file: self.dir.join(snapshot_name(index)),
-                data_bytes: data.len() as u64,
-                limit_bytes: self.options.snapshot_bytes_max,
-            });
         }
         let temp = self.dir.join(format!(
             "{SNAPSHOT_PREFIX}{index:0INDEX_DIGITS$}{TEMP_SUFFIX}"
         ));
-        let mut file = crate::fs::create_fresh(&self.fs, &temp)?;
-        let header = Header {
+        let file = crate::fs::create_fresh(&self.fs, &temp)?;
+        let writer = BlockWriter::streaming(index, self.options.block_bytes);
+        Ok(SnapshotSave {
+            store: self,
+            file: Some(file),
+            temp,
             index,
-            block_bytes: self.options.block_bytes,
-            data_len: data.len() as u64,
-            data_crc: crc32c::crc32c(data),
-        };
-        let mut writer = BlockWriter::new(header);
-        // Synced as it goes: a large snapshot's writeback is spread out, so
-        // the log's fsyncs on the same disk never queue behind all of it.
-        let mut synced = Ok(());
-        let written = file.write_all_at(&header.encode(), 0).and_then(|()| {
-            for chunk in data.chunks(SAVE_SYNC_CHUNK_BYTES) {
-                writer.write(&mut file, chunk)?;
-                if chunk.len() == SAVE_SYNC_CHUNK_BYTES {
-                    synced = file.sync_data();
-                    if synced.is_err() {
-                        break;
-                    }
-                }
-            }
-            Ok(())
-        });
-        if let Err(source) = synced {
-            // Durability is unknown: stop (DESIGN.md rule 2).
-            self.poisoned = true;
-            let _ = self.fs.remove(&temp);
-            return Err(Error::SyncFailed { file: temp, source });
-        }
-        if let Err(source) = written {
-            let _ = self.fs.remove(&temp);
-            if is_no_space(&source) {
-                return Err(Error::NoSpace { file: temp, source });
-            }
-            return Err(io_error("write", &temp)(source));
-        }
-        debug_assert_eq!(writer.data_crc, header.data_crc);
-        debug_assert_eq!(writer.written_bytes, header.data_len);
-        install(&self.fs, &self.dir, &mut file, &temp, index).inspect_err(|e| {
-            if matches!(e, Error::SyncFailed { .. }) {
-                self.poisoned = true;
-            }
+            writer,
+            unsynced_bytes: 0,
         })
     }
 

@@ -71,6 +71,76 @@ fn save_and_load_on_real_files() {
 }
 
 #[test]
+fn a_save_written_in_pieces_is_the_same_file_as_one_written_whole() {
+    let dir = TempDir::new("snap-pieces");
+    let whole_dir = dir.path().join("whole");
+    let pieces_dir = dir.path().join("pieces");
+    for len in [0, 1, 255, 256, 257, 1000, 5 * 256] {
+        let data = image(len as u64, len);
+        let mut whole = SnapshotStore::open(StdFs, &whole_dir, options()).expect("open");
+        whole.save(7, &data).expect("save");
+        let mut pieces = SnapshotStore::open(StdFs, &pieces_dir, options()).expect("open");
+        let mut save = pieces.begin(7).expect("begin");
+        // Pieces that straddle block boundaries, and an empty one.
+        let mut rest = &data[..];
+        for size in [3, 0, 250, 300, 1].iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, tail) = rest.split_at((*size).min(rest.len()));
+            save.write(piece).expect("write");
+            rest = tail;
+        }
+        assert_eq!(save.finish().expect("finish"), len as u64);
+        let name = "snapshot-00000000000000000007.snap";
+        let read = |d: &Path| std::fs::read(d.join(name)).expect("read the file");
+        assert_eq!(read(&pieces_dir), read(&whole_dir), "{len} bytes");
+        assert_eq!(
+            pieces.load_latest().expect("load"),
+            Some(Snapshot { index: 7, data })
+        );
+    }
+}
+
+#[test]
+fn a_save_abandoned_or_too_large_keeps_the_previous_snapshot() {
+    let dir = TempDir::new("snap-abandon");
+    let mut store = SnapshotStore::open(StdFs, dir.path(), options()).expect("open");
+    store.save(1, &image(1, 700)).expect("save");
+    // Dropped unfinished: the temporary file goes, the old snapshot stays.
+    let mut save = store.begin(2).expect("begin");
+    save.write(&image(2, 600)).expect("write");
+    drop(save);
+    assert_eq!(
+        snapshot_files(&StdFs, dir.path()),
+        vec!["snapshot-00000000000000000001.snap".to_string()]
+    );
+    // Past the size limit, found while writing.
+    let mut save = store.begin(3).expect("begin");
+    let piece = image(3, 64 << 10);
+    let mut failed = None;
+    for _ in 0..20 {
+        if let Err(e) = save.write(&piece) {
+            failed = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(failed, Some(Error::SnapshotTooLarge { .. })),
+        "{failed:?}"
+    );
+    assert!(save.finish().is_err(), "a failed save cannot be finished");
+    assert_eq!(
+        store.load_latest().expect("load"),
+        Some(Snapshot {
+            index: 1,
+            data: image(1, 700)
+        })
+    );
+    assert_eq!(snapshot_files(&StdFs, dir.path()).len(), 1);
+}
+
+#[test]
 fn a_crash_during_save_keeps_the_previous_snapshot() {
     let dir = Path::new("/node/snap");
     for rng_word in 0..100 {

@@ -55,12 +55,19 @@ enum Background {
     /// Encode and save a snapshot.
     Save {
         slot: u64,
-        encode: Box<dyn FnOnce() -> Vec<u8> + Send>,
+        image: ImageWriter,
         reply: SavedSender,
     },
     /// Zero-fill a spare log segment and hand it to the disk thread.
     PrepareSpare,
 }
+
+/// Writes a state machine image, piece by piece, into the sink it is
+/// given, stopping at the sink's first error.
+pub type ImageWriter = Box<
+    dyn FnOnce(&mut dyn FnMut(&[u8]) -> Result<(), storage::Error>) -> Result<(), storage::Error>
+        + Send,
+>;
 
 /// Where the background thread reports each save.
 pub type SavedSender = tokio::sync::mpsc::UnboundedSender<Result<Saved, String>>;
@@ -71,10 +78,11 @@ pub struct Saved {
     /// The slot it covers.
     pub slot: u64,
     /// Its size.
-    pub bytes: usize,
+    pub bytes: u64,
     /// Time spent encoding it.
     pub encode: Duration,
-    /// Time spent writing and syncing it.
+    /// Time spent writing and syncing it (interleaved with encoding: the
+    /// image goes to the file in pieces and is never held whole).
     pub write: Duration,
 }
 
@@ -143,24 +151,8 @@ fn run_background(
             Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
         };
         match job {
-            Background::Save {
-                slot,
-                encode,
-                reply,
-            } => {
-                let started = Instant::now();
-                let image = encode();
-                let encode = started.elapsed();
-                let result = writer
-                    .save(slot, &image)
-                    .map(|()| Saved {
-                        slot,
-                        bytes: image.len(),
-                        encode,
-                        write: started.elapsed() - encode,
-                    })
-                    .map_err(|e| e.to_string());
-                let _ = reply.send(result);
+            Background::Save { slot, image, reply } => {
+                let _ = reply.send(save(&mut writer, slot, image).map_err(|e| e.to_string()));
             }
             Background::PrepareSpare => match preparer.prepare() {
                 Ok(spare) => {
@@ -172,6 +164,33 @@ fn run_background(
             },
         }
     }
+}
+
+/// Streams the image into a new snapshot file, timing the writes apart
+/// from the encoding between them.
+fn save(
+    writer: &mut SnapshotStore<StdFs>,
+    slot: u64,
+    image: ImageWriter,
+) -> Result<Saved, storage::Error> {
+    let started = Instant::now();
+    let mut write = Duration::ZERO;
+    let mut save = writer.begin(slot)?;
+    image(&mut |piece| {
+        let at = Instant::now();
+        let written = save.write(piece);
+        write += at.elapsed();
+        written
+    })?;
+    let at = Instant::now();
+    let bytes = save.finish()?;
+    write += at.elapsed();
+    Ok(Saved {
+        slot,
+        bytes,
+        encode: started.elapsed().saturating_sub(write),
+        write,
+    })
 }
 
 fn run(
@@ -312,21 +331,17 @@ impl Disk {
             .map_err(|_| "the disk thread has stopped".to_string())
     }
 
-    /// Encodes (with `encode`) and saves a snapshot at `slot` on the
+    /// Encodes (with `image`) and saves a snapshot at `slot` on the
     /// background thread, which answers on `reply`. Then [`Disk::trim`] drops
     /// the log it covers.
     pub fn save_snapshot(
         &self,
         slot: u64,
-        encode: Box<dyn FnOnce() -> Vec<u8> + Send>,
+        image: ImageWriter,
         reply: SavedSender,
     ) -> Result<(), String> {
         self.background
-            .send(Background::Save {
-                slot,
-                encode,
-                reply,
-            })
+            .send(Background::Save { slot, image, reply })
             .map_err(|_| "the background thread has stopped".to_string())
     }
 

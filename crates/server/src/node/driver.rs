@@ -777,7 +777,7 @@ impl Driver {
         self.disk.mark(applied)?;
         self.disk.save_snapshot(
             applied,
-            Box::new(move || frozen.snapshot()),
+            Box::new(move |sink| frozen.write_snapshot(sink)),
             self.saved_tx.clone(),
         )?;
         self.saving = Some(started.elapsed());
