@@ -52,9 +52,12 @@ pub struct Cluster {
     config: ClusterConfig,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A free loopback port, and the listener that holds it: keep it until
+/// every port of the cluster is chosen and the proxies listen, so that no
+/// two of them get the same number.
+fn free_port() -> anyhow::Result<(u16, TcpListener)> {
     let listener = TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
-    Ok(listener.local_addr()?.port())
+    Ok((listener.local_addr()?.port(), listener))
 }
 
 /// Sends `signal` (e.g. "STOP") to the processes `pids` with one `kill`.
@@ -76,13 +79,17 @@ impl Cluster {
         std::fs::create_dir_all(config.dir.join("logs"))
             .with_context(|| format!("cannot create {}", config.dir.display()))?;
         let mut members = Vec::with_capacity(config.nodes);
+        let mut held = Vec::with_capacity(2 * config.nodes);
         for i in 0..config.nodes {
             let data_dir = config.dir.join(format!("n{}", i + 1));
             let _ = std::fs::remove_dir_all(&data_dir);
+            let (client_port, client) = free_port()?;
+            let (peer_port, peer) = free_port()?;
+            held.extend([client, peer]);
             members.push(Member {
                 name: format!("n{}", i + 1),
-                client_port: free_port()?,
-                peer_port: free_port()?,
+                client_port,
+                peer_port,
                 data_dir,
                 child: None,
                 paused: false,
@@ -123,6 +130,7 @@ impl Cluster {
             initial_cluster,
             config,
         };
+        drop(held);
         for i in 0..cluster.members.len() {
             cluster.spawn(i)?;
         }

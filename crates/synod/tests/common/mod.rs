@@ -61,15 +61,21 @@ impl Cluster {
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("test dir");
+        // Six distinct ports: each listener is held until all are chosen.
+        let held: Vec<TcpListener> = (0..6)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+            .collect();
+        let port = |i: usize| held[i].local_addr().expect("local addr").port();
         let members: Vec<Member> = (1..=3)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
+                client_port: port(2 * i - 2),
+                peer_port: port(2 * i - 1),
                 data_dir: root.join(format!("m{i}")),
                 child: None,
             })
             .collect();
+        drop(held);
         let cluster = members
             .iter()
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
