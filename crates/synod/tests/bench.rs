@@ -157,6 +157,8 @@ fn bench_workloads_do_what_they_say_against_a_cluster() {
         results_s,
     ]);
     assert!(floor.contains("fdatasync"), "{floor}");
+    assert!(floor.contains("3 writers at once"), "{floor}");
+    assert!(floor.contains("floor of a write by 3 members"), "{floor}");
     let mut again: Vec<&str> = base.to_vec();
     again.extend([
         "--workload",
@@ -180,6 +182,7 @@ fn bench_workloads_do_what_they_say_against_a_cluster() {
     ]);
     assert!(table.contains("put c=8 ops/s"), "{table}");
     assert!(table.contains("floor"), "{table}");
+    assert!(table.contains("replicated floor"), "{table}");
     let none = synod(&["bench", "compare", results_s, "--baseline", "nobody"]);
     assert!(!none.status.success());
     assert!(

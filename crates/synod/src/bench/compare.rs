@@ -222,6 +222,16 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
             "floor ({}): append+fdatasync p50 {:.3} ms + loopback gRPC round trip p50 {:.3} ms = {:.3} ms",
             r.label, r.fsync_ms.p50, r.grpc_ms.p50, r.floor_p50_ms
         );
+        if let (Some(three), Some(peer), Some(floor)) = (
+            &r.fsync_of_three_ms,
+            &r.peer_round_trip_ms,
+            r.replicated_floor_p50_ms,
+        ) {
+            println!(
+                "replicated floor ({}): gRPC round trip p50 {:.3} ms + loopback TCP round trip p50 {:.3} ms + append+fdatasync with 3 writers p50 {:.3} ms = {:.3} ms",
+                r.label, r.grpc_ms.p50, peer.p50, three.p50, floor
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

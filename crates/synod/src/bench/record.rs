@@ -79,6 +79,18 @@ pub struct FloorRecord {
     pub grpc_ms: Latency,
     /// Median append-plus-fdatasync plus median round trip.
     pub floor_p50_ms: f64,
+    /// One append plus fdatasync while two other writers do the same in
+    /// the same directory: three members' logs on one disk.
+    #[serde(default)]
+    pub fsync_of_three_ms: Option<Latency>,
+    /// One small frame there and back between two loopback TCP sockets:
+    /// the leader's Accept and a follower's answer.
+    #[serde(default)]
+    pub peer_round_trip_ms: Option<Latency>,
+    /// What a replicated write needs at the least: the client's round
+    /// trip, the peer round trip and a follower's fsync among three.
+    #[serde(default)]
+    pub replicated_floor_p50_ms: Option<f64>,
 }
 
 /// Appends `record` as one line to `path`.
