@@ -95,7 +95,7 @@ pub fn run(args: FloorArgs) -> anyhow::Result<ExitCode> {
         grpc.p50 + peer.p50 + fsync_of_three.p50
     );
     if let Some(path) = &args.json {
-        record::append(path, &Record::Floor(floor))?;
+        record::append(path, &Record::Floor(Box::new(floor)))?;
     }
     Ok(ExitCode::SUCCESS)
 }

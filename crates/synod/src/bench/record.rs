@@ -17,7 +17,7 @@ pub enum Record {
     /// A load run.
     Run(Box<RunRecord>),
     /// A floor measurement.
-    Floor(FloorRecord),
+    Floor(Box<FloorRecord>),
 }
 
 /// A load run: what was asked and what was measured.
