@@ -6,7 +6,14 @@
 #
 #   bash bench/compare.sh                 # about 5 minutes
 #   DURATION=5 bash bench/compare.sh      # seconds per workload
+#   PUTS=50000 bash bench/compare.sh      # puts per put run at 64 and 256 clients
 #   ONLY=synod bash bench/compare.sh      # one system only (no ratios)
+#
+# The put runs are a fixed number of puts (PUTS; a tenth of it with one
+# client) without warm-up, the same for both systems, so that both hold
+# the same data when their memory is read after each run; throughput is
+# that count over the time it took. The other workloads run for DURATION
+# seconds each.
 #
 # Results: target/bench-compare/results.jsonl (JSON lines), table.md and
 # the members' logs. etcd is Debian's etcd-server, installed if missing.
@@ -15,6 +22,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/target/bench-compare}
 DURATION=${DURATION:-10}
+PUTS=${PUTS:-100000}
 WARMUP=${WARMUP:-1}
 ONLY=${ONLY:-}
 SYNOD=$ROOT/target/release/synod
@@ -99,9 +107,10 @@ for system in synod etcd; do
     if [[ -n "$ONLY" && "$ONLY" != "$system" ]]; then continue; fi
     log "$system: starting 3 members"
     start "$system"
-    bench "$system" --workload put --clients 1
-    bench "$system" --workload put --clients 64
-    bench "$system" --workload put --clients 256 --conns 64
+    # No warm-up (its puts would not be counted): the same data in both.
+    WARMUP=0 bench "$system" --workload put --clients 1 --total $((PUTS / 10))
+    WARMUP=0 bench "$system" --workload put --clients 64 --total "$PUTS"
+    WARMUP=0 bench "$system" --workload put --clients 256 --conns 64 --total "$PUTS"
     bench "$system" --workload get --consistency l --clients 64 --prefill
     bench "$system" --workload get --consistency s --clients 64
     bench "$system" --workload mixed --consistency l --clients 64
