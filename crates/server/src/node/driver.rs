@@ -1,11 +1,11 @@
-//! The driver: one task that owns the protocol core and the state machine,
-//! feeds them messages, ticks and client requests, and carries out what the
-//! core asks, persists first.
+//! The driver: one task, on a thread of its own, that owns the protocol
+//! core, the state machine and the log, feeds them messages, ticks and
+//! client requests, and carries out what the core asks, persists first.
 //!
 //! Each turn takes every input that is ready (bounded), queues the turn's
 //! client commands so that they share slots, then flushes the core's
-//! outputs in order: records before a barrier go to the disk thread
-//! together and are made durable with one fsync, and only then do the sends,
+//! outputs in order: records before a barrier are appended together and
+//! made durable with one fsync, right here, and only then do the sends,
 //! applies and replies after them go out.
 
 use std::collections::{BTreeMap, HashMap};
@@ -520,7 +520,7 @@ impl Driver {
             }
             Forward::Chunk(chunk) => {
                 let applied = self.replica.commit_index();
-                if let Some(snapshot) = self.disk.receive(chunk, applied).await? {
+                if let Some(snapshot) = self.disk.receive(&chunk, applied)? {
                     match Store::restore(&snapshot.data, self.store.limits().clone()) {
                         Ok(store) => {
                             info!(
@@ -572,7 +572,8 @@ impl Driver {
                         if !records.is_empty() {
                             // Hints before the first barrier: in the log
                             // before what follows them, no fsync.
-                            self.disk.append(std::mem::take(&mut records))?;
+                            self.disk.append(&records)?;
+                            records.clear();
                         }
                         self.execute(other).await?;
                     }
@@ -580,10 +581,10 @@ impl Driver {
                 }
             }
             if records.iter().any(Record::is_barrier) {
-                let micros = self.disk.persist(records).await?;
+                let micros = self.disk.persist(&records)?;
                 self.metrics.fsync(micros);
             } else if !records.is_empty() {
-                self.disk.append(records)?;
+                self.disk.append(&records)?;
             }
             for output in after {
                 self.execute(output).await?;
@@ -622,7 +623,7 @@ impl Driver {
                 self.fail_write(command.client, command.seq, ApiError::NoLeader)
             }
             Output::SendSnapshot { to } => {
-                if let Some(snapshot) = self.disk.latest_snapshot().await? {
+                if let Some(snapshot) = self.disk.latest_snapshot()? {
                     let sender =
                         SnapshotSender::new(snapshot.index, snapshot.data, SNAPSHOT_CHUNK_BYTES);
                     info!(
@@ -774,7 +775,7 @@ impl Driver {
         }
         let started = Instant::now();
         let frozen = self.store.frozen();
-        self.disk.mark(applied)?;
+        self.disk.mark(applied);
         self.disk.save_snapshot(
             applied,
             Box::new(move |sink| frozen.write_snapshot(sink)),
@@ -790,7 +791,7 @@ impl Driver {
     async fn snapshot_saved(&mut self, result: Result<Saved, String>) -> Result<(), String> {
         let froze = self.saving.take().unwrap_or_default();
         let saved = result?;
-        self.disk.trim(saved.slot).await?;
+        self.disk.trim(saved.slot)?;
         self.replica.compact(saved.slot);
         super::tuning::release_free_memory();
         info!(

@@ -2,10 +2,11 @@
 //! peer transport and the client port, joined.
 //!
 //! ```text
-//!  gRPC (api::*) ──► NodeHandle ──► Driver task ◄── peers (transport)
+//!  gRPC (api::*) ──► NodeHandle ──► Driver thread ◄── peers (transport)
 //!                                    │  Replica (paxos core) + Store (kv)
+//!                                    │  + the log (storage::ReplicaStore, fsync)
 //!                                    ▼
-//!                           disk thread (storage::ReplicaStore, fsync)
+//!                           background thread (snapshots, spare segments)
 //! ```
 
 mod disk;
@@ -131,6 +132,9 @@ pub enum StartError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The driver's thread could not be started.
+    #[error("cannot start the driver thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The data directory could not be opened or trusted.
     #[error("cannot use data directory {dir}: {source}")]
     Storage {
@@ -185,7 +189,10 @@ pub struct Node {
     handle: NodeHandle,
     metrics: Arc<NodeMetrics>,
     transport: TransportHandle,
-    driver: JoinHandle<Result<(), String>>,
+    /// The driver's outcome, when its thread ends.
+    driver: oneshot::Receiver<Result<(), String>>,
+    /// Tells the driver's thread to stop.
+    stop_driver: Option<oneshot::Sender<()>>,
     client: JoinHandle<()>,
     shutdown: watch::Sender<bool>,
     client_addr: SocketAddr,
@@ -266,13 +273,32 @@ impl Node {
         driver.advertise(config.advertise_client_urls.clone());
         let (inputs_tx, inputs_rx) = mpsc::channel(8192);
         let tick = config.tick;
-        let driver = tokio::spawn(async move {
-            let result = driver.run(tick, inputs_rx, peer_rx, forwards).await;
+        // The driver gets a thread of its own: it blocks on its log's
+        // fsyncs, which must not hold up a runtime worker's other tasks.
+        let (stop_driver, stop) = oneshot::channel::<()>();
+        let (done, driver_done) = oneshot::channel();
+        let run = move || {
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(async move {
+                    tokio::select! {
+                        result = driver.run(tick, inputs_rx, peer_rx, forwards) => result,
+                        _ = stop => Ok(()),
+                    }
+                }),
+                Err(e) => Err(format!("cannot start the driver's runtime: {e}")),
+            };
             if let Err(e) = &result {
                 error!(error = %e, "the node stops: storage failed, durability unknown");
             }
-            result
-        });
+            let _ = done.send(result);
+        };
+        std::thread::Builder::new()
+            .name("synod-driver".into())
+            .spawn(run)
+            .map_err(StartError::Thread)?;
 
         let members: Vec<MemberInfo> = config
             .members
@@ -347,7 +373,8 @@ impl Node {
             handle,
             metrics,
             transport,
-            driver,
+            driver: driver_done,
+            stop_driver: Some(stop_driver),
             client,
             shutdown,
             client_addr,
@@ -374,7 +401,7 @@ impl Node {
     pub async fn stopped(&mut self) -> Result<(), String> {
         match (&mut self.driver).await {
             Ok(result) => result,
-            Err(e) => Err(format!("the driver task failed: {e}")),
+            Err(_) => Err("the driver thread ended without a word (it panicked)".into()),
         }
     }
 
@@ -384,7 +411,9 @@ impl Node {
         let _ = self.client.await;
         self.transport.shutdown().await;
         drop(self.handle);
-        self.driver.abort();
+        if let Some(stop) = self.stop_driver {
+            let _ = stop.send(());
+        }
         let _ = self.driver.await;
     }
 }
