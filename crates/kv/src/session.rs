@@ -38,8 +38,77 @@ pub(crate) struct Session {
 /// The table, with an index by last activity for deterministic forgetting.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct SessionTable {
-    pub(crate) clients: BTreeMap<ClientId, Session>,
+    pub(crate) clients: Clients,
     by_activity: BTreeSet<(u64, ClientId)>,
+}
+
+/// Top bits of a client id that pick its shard.
+const SHARD_BITS: u32 = 6;
+
+/// The clients, split by the top bits of their id into shards held by
+/// reference. A frozen copy of the table (for a snapshot) copies one
+/// pointer per shard instead of every entry, and the live table copies a
+/// shard only when it next changes it while the copy lives: the cost of
+/// the copy is spread over the applies that follow instead of stalling
+/// the one that freezes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Clients {
+    shards: Vec<Arc<BTreeMap<ClientId, Session>>>,
+    len: usize,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            shards: vec![Arc::new(BTreeMap::new()); 1 << SHARD_BITS],
+            len: 0,
+        }
+    }
+}
+
+impl Clients {
+    fn shard(client: ClientId) -> usize {
+        (client >> (u64::BITS - SHARD_BITS)) as usize
+    }
+
+    pub(crate) fn get(&self, client: &ClientId) -> Option<&Session> {
+        self.shards[Self::shard(*client)].get(client)
+    }
+
+    fn insert(&mut self, client: ClientId, session: Session) -> Option<Session> {
+        let old = Arc::make_mut(&mut self.shards[Self::shard(client)]).insert(client, session);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    fn remove(&mut self, client: &ClientId) -> Option<Session> {
+        let shard = &mut self.shards[Self::shard(*client)];
+        if !shard.contains_key(client) {
+            return None;
+        }
+        let old = Arc::make_mut(shard).remove(client);
+        self.len -= 1;
+        old
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every client in id order (shards are ranges of ids, in order).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ClientId, &Session)> {
+        self.shards.iter().flat_map(|shard| shard.iter())
+    }
+
+    /// The highest client id, if any.
+    pub(crate) fn last(&self) -> Option<ClientId> {
+        self.shards
+            .iter()
+            .rev()
+            .find_map(|shard| shard.last_key_value().map(|(&client, _)| client))
+    }
 }
 
 impl SessionTable {
@@ -72,6 +141,16 @@ impl SessionTable {
                 break;
             };
             self.clients.remove(&client);
+        }
+    }
+
+    /// A copy for encoding a snapshot: the clients, shared; not the
+    /// activity order, which a snapshot does not hold (restore rebuilds
+    /// it). The copy must not be applied to.
+    pub(crate) fn frozen(&self) -> SessionTable {
+        SessionTable {
+            clients: self.clients.clone(),
+            by_activity: BTreeSet::new(),
         }
     }
 

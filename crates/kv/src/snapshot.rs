@@ -116,7 +116,7 @@ impl Store {
             }
         }
         e.len(self.sessions.clients.len());
-        for (&client, s) in &self.sessions.clients {
+        for (&client, s) in self.sessions.clients.iter() {
             e.u64(client);
             e.u64(s.seq);
             e.u64(s.last_ms);
@@ -155,11 +155,13 @@ impl Store {
     }
 
     /// A copy of the store as it is now, to encode with [`Store::snapshot`]
-    /// on another thread while this one goes on applying. Value bytes are
-    /// shared, not copied (the arena stops writing to its segments); the
-    /// index, history and tables are copied. The change feed that serves
-    /// watchers is not in a snapshot and is left out: the copy is for
-    /// encoding, not for serving.
+    /// on another thread while this one goes on applying. Value bytes and
+    /// the exactly-once table's shards are shared, not copied (the arena
+    /// stops writing to its segments; a shared shard is copied when the
+    /// store next changes it); the index, history and lease table are
+    /// copied. The change feed that serves watchers and the table's
+    /// activity order are not in a snapshot and are left out: the copy is
+    /// for encoding, not for serving or applying.
     pub fn frozen(&mut self) -> Store {
         self.values.seal();
         Store {
@@ -173,7 +175,7 @@ impl Store {
             compact_revision: self.compact_revision,
             clock_ms: self.clock_ms,
             lessor: self.lessor.clone(),
-            sessions: self.sessions.clone(),
+            sessions: self.sessions.frozen(),
         }
     }
 
@@ -297,11 +299,7 @@ impl Store {
         let session_count = d.count(4)?;
         for _ in 0..session_count {
             let client = d.u64()?;
-            if sessions
-                .clients
-                .last_key_value()
-                .is_some_and(|(&last, _)| last >= client)
-            {
+            if sessions.clients.last().is_some_and(|last| last >= client) {
                 return Err(bad("session ids"));
             }
             let seq = d.u64()?;

@@ -228,3 +228,30 @@ fn a_snapshot_written_in_pieces_is_the_same_bytes() {
     assert_eq!(result, Err("disk full"));
     assert_eq!(calls, 2, "nothing is handed out after the error");
 }
+
+#[test]
+fn sessions_across_the_id_range_survive_freeze_and_restore() {
+    let mut s = Store::default();
+    // Ids spread over every shard of the table, in no order.
+    let ids: Vec<u64> = (0..500u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .collect();
+    for (i, &id) in ids.iter().enumerate() {
+        s.apply_session(id, 1, &Command::Put(put_req(b"k", &[i as u8])), at(10));
+    }
+    let frozen = s.frozen();
+    let at_freeze = s.snapshot();
+    // The live table goes on changing: new sessions, later seqs.
+    for (i, &id) in ids.iter().enumerate().take(100) {
+        s.apply_session(id, 2, &Command::Put(put_req(b"k", &[i as u8])), at(20));
+        s.apply_session(id ^ 1, 1, &Command::Put(put_req(b"j", &[i as u8])), at(20));
+    }
+    assert_eq!(
+        frozen.snapshot(),
+        at_freeze,
+        "the frozen copy kept its state"
+    );
+    let restored = Store::restore(&s.snapshot(), Limits::default()).expect("restore");
+    assert_eq!(restored.snapshot(), s.snapshot());
+    assert_eq!(restored.session_count(), 600);
+}
