@@ -60,7 +60,7 @@ pub(crate) struct Clients {
 impl Default for Clients {
     fn default() -> Self {
         Clients {
-            shards: vec![Arc::new(BTreeMap::new()); 1 << SHARD_BITS],
+            shards: (0..1 << SHARD_BITS).map(|_| Arc::default()).collect(),
             len: 0,
         }
     }
