@@ -345,8 +345,11 @@ async fn load(args: RunArgs) -> anyhow::Result<ExitCode> {
     for handle in handles {
         recorder.merge(handle.await.context("a client task panicked")?);
     }
+    // A fixed number of operations is measured up to the end of the last
+    // one, not up to when the progress loop above noticed (up to 250 ms
+    // later).
     let measured_until = match args.total {
-        Some(_) => Instant::now(),
+        Some(_) => recorder.last_end.unwrap_or_else(Instant::now),
         None => stop_at,
     };
     let window = measured_until.saturating_duration_since(measure_from);

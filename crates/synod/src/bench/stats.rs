@@ -22,6 +22,9 @@ pub struct Recorder {
     pub cas_failed: u64,
     /// The highest store revision a response reported.
     pub revision: i64,
+    /// When the last measured operation ended: a run of a fixed number of
+    /// operations is measured up to here.
+    pub last_end: Option<std::time::Instant>,
 }
 
 impl Recorder {
@@ -35,6 +38,7 @@ impl Recorder {
         self.cas_succeeded += other.cas_succeeded;
         self.cas_failed += other.cas_failed;
         self.revision = self.revision.max(other.revision);
+        self.last_end = self.last_end.max(other.last_end);
     }
 
     /// Counts an error under its message.

@@ -174,6 +174,7 @@ pub async fn client(plan: Arc<Plan>, channel: Channel, index: usize, seed: u64) 
         if start < plan.measure_from {
             continue;
         }
+        recorder.last_end = recorder.last_end.max(Some(end));
         match outcome {
             Ok(_) => recorder
                 .latencies_ns
