@@ -40,6 +40,10 @@ pub type ReadFn = Box<dyn FnOnce(Result<&Store, ApiError>) + Send>;
 /// Runs inside the driver with full access (status, watches, local reads).
 pub type LocalFn = Box<dyn FnOnce(&mut Driver) + Send>;
 
+/// Watch responses of one driver turn, each with its session and the
+/// session's queue, for the delivery task (see [`deliver_watch_responses`]).
+pub type WatchBatch = Vec<(u64, mpsc::Sender<WatchResponse>, WatchResponse)>;
+
 /// A request for the driver.
 pub enum Input {
     /// Replicate a command and answer with its result once applied.
@@ -100,6 +104,10 @@ pub struct Driver {
     reads_at_index: BTreeMap<u64, Vec<ReadFn>>,
     next_read: u64,
     pub(super) watch_sessions: HashMap<u64, mpsc::Sender<WatchResponse>>,
+    /// Watch responses of this turn, handed to the delivery task at its end.
+    watch_outbox: WatchBatch,
+    /// Where they go.
+    watch_delivery: Option<mpsc::UnboundedSender<WatchBatch>>,
     pub(super) watch_owner: HashMap<i64, u64>,
     pub(super) next_watch_session: u64,
     expiring: HashMap<LeaseId, Instant>,
@@ -149,6 +157,8 @@ impl Driver {
             reads_at_index: BTreeMap::new(),
             next_read: 1,
             watch_sessions: HashMap::new(),
+            watch_outbox: Vec::new(),
+            watch_delivery: None,
             watch_owner: HashMap::new(),
             next_watch_session: 1,
             expiring: HashMap::new(),
@@ -156,6 +166,12 @@ impl Driver {
             peer_client_urls: HashMap::new(),
             ticks: 0,
         }
+    }
+
+    /// Sets where watch responses go: a task on the runtime that puts them
+    /// on their sessions' queues (see [`deliver_watch_responses`]).
+    pub fn deliver_watches_to(&mut self, delivery: mpsc::UnboundedSender<WatchBatch>) {
+        self.watch_delivery = Some(delivery);
     }
 
     /// Sets the client URLs this member advertises to its peers.
@@ -590,6 +606,7 @@ impl Driver {
                 self.execute(output).await?;
             }
         }
+        self.deliver_watches();
         self.maybe_checkpoint()
     }
 
@@ -728,13 +745,40 @@ impl Driver {
             let Some(session) = self.watch_owner.get(&response.watch_id).copied() else {
                 continue;
             };
-            let Some(tx) = self.watch_sessions.get(&session) else {
-                continue;
-            };
+            self.send_watch_response(session, response);
+        }
+    }
+
+    /// Queues a response for a watch session, behind every response queued
+    /// for it before. The delivery task puts it on the session's queue
+    /// after this turn; waking a hundred stream tasks from the driver's
+    /// thread would cost the driver more than the one hand-off.
+    pub(super) fn send_watch_response(&mut self, session: u64, response: WatchResponse) {
+        let Some(tx) = self.watch_sessions.get(&session) else {
+            return;
+        };
+        let Some(delivery) = &self.watch_delivery else {
+            // No delivery task (a driver under test): straight to the queue.
             if tx.try_send(response).is_err() {
                 warn!(session, "watch session too slow or gone: closing it");
                 self.close_watch_session(session);
             }
+            return;
+        };
+        debug_assert!(
+            !delivery.is_closed(),
+            "the delivery task outlives the driver"
+        );
+        self.watch_outbox.push((session, tx.clone(), response));
+    }
+
+    /// Hands this turn's watch responses to the delivery task.
+    fn deliver_watches(&mut self) {
+        if self.watch_outbox.is_empty() {
+            return;
+        }
+        if let Some(delivery) = &self.watch_delivery {
+            let _ = delivery.send(std::mem::take(&mut self.watch_outbox));
         }
     }
 
@@ -816,4 +860,28 @@ pub fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Puts watch responses on their sessions' queues, in the order the driver
+/// produced them. A session too slow to take them is closed whole (the
+/// driver is asked to): its stream ends with "server stopped" and etcd's
+/// clients reconnect and resume from their last revision, so nothing is
+/// lost silently. Runs until the driver drops its sender.
+pub async fn deliver_watch_responses(
+    mut batches: mpsc::UnboundedReceiver<WatchBatch>,
+    driver: mpsc::Sender<Input>,
+) {
+    let mut closing: Vec<u64> = Vec::new();
+    while let Some(batch) = batches.recv().await {
+        for (session, queue, response) in batch {
+            if closing.contains(&session) || queue.try_send(response).is_ok() {
+                continue;
+            }
+            warn!(session, "watch session too slow or gone: closing it");
+            closing.push(session);
+            let close: LocalFn = Box::new(move |d| d.close_watch_session(session));
+            let _ = driver.send(Input::Local(close)).await;
+        }
+        closing.clear();
+    }
 }

@@ -272,6 +272,9 @@ impl Node {
         let mut driver = driver;
         driver.advertise(config.advertise_client_urls.clone());
         let (inputs_tx, inputs_rx) = mpsc::channel(8192);
+        let (watch_tx, watch_rx) = mpsc::unbounded_channel();
+        driver.deliver_watches_to(watch_tx);
+        tokio::spawn(driver::deliver_watch_responses(watch_rx, inputs_tx.clone()));
         let tick = config.tick;
         // The driver gets a thread of its own: it blocks on its log's
         // fsyncs, which must not hold up a runtime worker's other tasks.
@@ -566,11 +569,9 @@ impl Backend for NodeHandle {
                 }
                 // The created response (and any refusal) go to this session
                 // even when the watch was not kept.
-                if let Some(tx) = d.watch_sessions.get(&session) {
-                    for r in &responses {
-                        if !d.watch_owner.contains_key(&r.watch_id) {
-                            let _ = tx.try_send(r.clone());
-                        }
+                for r in &responses {
+                    if !d.watch_owner.contains_key(&r.watch_id) {
+                        d.send_watch_response(session, r.clone());
                     }
                 }
                 let kept: Vec<WatchResponse> = responses
@@ -590,10 +591,8 @@ impl Backend for NodeHandle {
                     if d.watch_owner.get(&watch_id) == Some(&session) {
                         d.watch_owner.remove(&watch_id);
                         let revision = d.store.revision();
-                        if let Some(response) = d.hub.cancel(watch_id, revision)
-                            && let Some(tx) = d.watch_sessions.get(&session)
-                        {
-                            let _ = tx.try_send(response);
+                        if let Some(response) = d.hub.cancel(watch_id, revision) {
+                            d.send_watch_response(session, response);
                         }
                     }
                 })
@@ -605,15 +604,14 @@ impl Backend for NodeHandle {
         async move {
             let _ = self
                 .local(move |d| {
-                    if let Some(tx) = d.watch_sessions.get(&session) {
-                        let _ = tx.try_send(WatchResponse {
-                            header: kv::ResponseHeader {
-                                revision: d.store.revision(),
-                            },
-                            watch_id: -1,
-                            ..WatchResponse::default()
-                        });
-                    }
+                    let progress = WatchResponse {
+                        header: kv::ResponseHeader {
+                            revision: d.store.revision(),
+                        },
+                        watch_id: -1,
+                        ..WatchResponse::default()
+                    };
+                    d.send_watch_response(session, progress);
                 })
                 .await;
         }
