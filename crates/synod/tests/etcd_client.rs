@@ -190,3 +190,77 @@ async fn the_etcd_rust_client_works_unchanged() {
     );
     assert!(client.get("big", None).await.expect("get").kvs().is_empty());
 }
+
+/// A watcher that stops reading must not make its member hold every event
+/// for it: once its queue is full its session is closed, its stream ends
+/// with an error (etcd's clients then resume from their last revision),
+/// and other watchers go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_is_cut_off_and_others_go_on() {
+    const PUTS: usize = 12_000;
+    let cluster = Cluster::start("etcd-client-slow-watcher");
+    let endpoint = format!("http://127.0.0.1:{}", cluster.members[0].client_port);
+    // Each watcher on its own connection, so that flow control on the one
+    // that does not read holds up nothing else.
+    let mut slow_client = Client::connect([endpoint.as_str()], None)
+        .await
+        .expect("connect");
+    let mut slow = slow_client
+        .watch("s/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .expect("watch");
+    let writer = Client::connect([endpoint.as_str()], None)
+        .await
+        .expect("connect");
+    let value = vec![b'v'; 1024];
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let mut writer = writer.clone();
+            let value = value.clone();
+            tokio::spawn(async move {
+                for i in (t..PUTS).step_by(32) {
+                    writer
+                        .put(format!("s/{i}"), value.clone(), None)
+                        .await
+                        .expect("put");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    // Now read: the stream must end (with an error) before every event.
+    let mut seen = 0usize;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.message()).await {
+            Err(_) => panic!("the slow watcher's stream neither ended nor delivered"),
+            Ok(Ok(Some(message))) => seen += message.events().len(),
+            Ok(Ok(None)) => break "ended".to_string(),
+            Ok(Err(e)) => break e.to_string(),
+        }
+        assert!(
+            seen < PUTS,
+            "every event was held for a watcher that did not read"
+        );
+    };
+    assert!(seen < PUTS, "{seen} events, then {ended}");
+    // The member serves on: a new watcher sees a new write.
+    let mut fresh_client = Client::connect([endpoint.as_str()], None)
+        .await
+        .expect("connect");
+    let mut fresh = fresh_client.watch("s/after", None).await.expect("watch");
+    let mut writer = writer.clone();
+    writer.put("s/after", "x", None).await.expect("put");
+    let event = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), fresh.message())
+            .await
+            .expect("an event arrives")
+            .expect("stream")
+            .expect("open");
+        if let Some(event) = message.events().first() {
+            break event.clone();
+        }
+    };
+    assert_eq!(event.kv().expect("kv").key(), b"s/after");
+}
