@@ -106,8 +106,9 @@ pub struct Driver {
     pub(super) watch_sessions: HashMap<u64, mpsc::Sender<WatchResponse>>,
     /// Watch responses of this turn, handed to the delivery task at its end.
     watch_outbox: WatchBatch,
-    /// Where they go.
-    watch_delivery: Option<mpsc::UnboundedSender<WatchBatch>>,
+    /// Where they go: a task on the runtime that puts them on their
+    /// sessions' queues (see [`deliver_watch_responses`]).
+    watch_delivery: mpsc::UnboundedSender<WatchBatch>,
     pub(super) watch_owner: HashMap<i64, u64>,
     pub(super) next_watch_session: u64,
     expiring: HashMap<LeaseId, Instant>,
@@ -133,6 +134,7 @@ impl Driver {
         request_timeout: Duration,
         snapshot_count: u64,
         seed: u64,
+        watch_delivery: mpsc::UnboundedSender<WatchBatch>,
     ) -> Self {
         let (saved_tx, saved_rx) = mpsc::unbounded_channel();
         Driver {
@@ -158,7 +160,7 @@ impl Driver {
             next_read: 1,
             watch_sessions: HashMap::new(),
             watch_outbox: Vec::new(),
-            watch_delivery: None,
+            watch_delivery,
             watch_owner: HashMap::new(),
             next_watch_session: 1,
             expiring: HashMap::new(),
@@ -166,12 +168,6 @@ impl Driver {
             peer_client_urls: HashMap::new(),
             ticks: 0,
         }
-    }
-
-    /// Sets where watch responses go: a task on the runtime that puts them
-    /// on their sessions' queues (see [`deliver_watch_responses`]).
-    pub fn deliver_watches_to(&mut self, delivery: mpsc::UnboundedSender<WatchBatch>) {
-        self.watch_delivery = Some(delivery);
     }
 
     /// Sets the client URLs this member advertises to its peers.
@@ -757,18 +753,10 @@ impl Driver {
         let Some(tx) = self.watch_sessions.get(&session) else {
             return;
         };
-        let Some(delivery) = &self.watch_delivery else {
-            // No delivery task (a driver under test): straight to the queue.
-            if tx.try_send(response).is_err() {
-                warn!(session, "watch session too slow or gone: closing it");
-                self.close_watch_session(session);
-            }
+        if self.watch_delivery.is_closed() {
+            // The runtime is stopping: nobody is left to deliver to.
             return;
-        };
-        debug_assert!(
-            !delivery.is_closed(),
-            "the delivery task outlives the driver"
-        );
+        }
         self.watch_outbox.push((session, tx.clone(), response));
     }
 
@@ -777,9 +765,9 @@ impl Driver {
         if self.watch_outbox.is_empty() {
             return;
         }
-        if let Some(delivery) = &self.watch_delivery {
-            let _ = delivery.send(std::mem::take(&mut self.watch_outbox));
-        }
+        let _ = self
+            .watch_delivery
+            .send(std::mem::take(&mut self.watch_outbox));
     }
 
     /// Forgets a watch session and cancels its watches.

@@ -258,6 +258,7 @@ impl Node {
 
         let metrics = Arc::new(NodeMetrics::default());
         let seed = random_seed();
+        let (watch_tx, watch_rx) = mpsc::unbounded_channel();
         let driver = Driver::new(
             me,
             replica,
@@ -268,12 +269,11 @@ impl Node {
             config.request_timeout,
             config.snapshot_count,
             seed,
+            watch_tx,
         );
         let mut driver = driver;
         driver.advertise(config.advertise_client_urls.clone());
         let (inputs_tx, inputs_rx) = mpsc::channel(8192);
-        let (watch_tx, watch_rx) = mpsc::unbounded_channel();
-        driver.deliver_watches_to(watch_tx);
         tokio::spawn(driver::deliver_watch_responses(watch_rx, inputs_tx.clone()));
         let tick = config.tick;
         // The driver gets a thread of its own: it blocks on its log's
