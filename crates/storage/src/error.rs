@@ -73,6 +73,14 @@ pub enum Error {
     #[error("storage is poisoned by an earlier failure; the node must stop")]
     Poisoned,
 
+    /// A snapshot save failed part-way (its error was returned then) and was abandoned;
+    /// the previous snapshot is in place.
+    #[error("the snapshot save into {file} was abandoned after an earlier error")]
+    SaveAbandoned {
+        /// The temporary file that was removed.
+        file: PathBuf,
+    },
+
     /// The log was to be trimmed up to `slot`, but no snapshot that new is
     /// in `dir`: trimming would lose decisions, so nothing was changed.
     #[error("refusing to trim the log to slot {slot}: no snapshot that new in {}", dir.display())]

@@ -425,7 +425,9 @@ impl<F: Fs> SnapshotSave<'_, F> {
     /// abandoned (the temporary file removed) and every later call fails.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         let Some(file) = self.file.as_mut() else {
-            return Err(Error::Poisoned);
+            return Err(Error::SaveAbandoned {
+                file: self.temp.clone(),
+            });
         };
         let total = self.writer.written_bytes + data.len() as u64;
         if total > self.store.options.snapshot_bytes_max {
@@ -470,7 +472,9 @@ impl<F: Fs> SnapshotSave<'_, F> {
     /// When this returns `Ok`, the log before the index may be truncated.
     pub fn finish(mut self) -> Result<u64> {
         let Some(mut file) = self.file.take() else {
-            return Err(Error::Poisoned);
+            return Err(Error::SaveAbandoned {
+                file: self.temp.clone(),
+            });
         };
         let header = match self
             .writer

@@ -129,7 +129,10 @@ fn a_save_abandoned_or_too_large_keeps_the_previous_snapshot() {
         matches!(failed, Some(Error::SnapshotTooLarge { .. })),
         "{failed:?}"
     );
-    assert!(save.finish().is_err(), "a failed save cannot be finished");
+    assert!(
+        matches!(save.finish(), Err(Error::SaveAbandoned { .. })),
+        "a failed save cannot be finished"
+    );
     assert_eq!(
         store.load_latest().expect("load"),
         Some(Snapshot {
