@@ -129,10 +129,14 @@ impl Store {
     /// included.
     pub fn snapshot(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.write_state(&mut out);
-        let trailer = CRC_TAG << 32 | u64::from(crc32c::crc32c(&out));
-        out.extend_from_slice(&trailer.to_le_bytes());
-        out
+        let written = self.write_snapshot(|piece| {
+            out.extend_from_slice(piece);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match written {
+            Ok(()) => out,
+            Err(never) => match never {},
+        }
     }
 
     /// The bytes of [`Store::snapshot`], handed to `out` in pieces of about
