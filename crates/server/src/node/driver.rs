@@ -137,6 +137,9 @@ impl Driver {
         watch_delivery: mpsc::UnboundedSender<WatchBatch>,
     ) -> Self {
         let (saved_tx, saved_rx) = mpsc::unbounded_channel();
+        // A turn's messages to each peer leave together, at the barrier or
+        // at the end of the turn (`flush`), written from this thread.
+        transport.cork();
         Driver {
             me,
             applied_slot: replica.snapshot_slot(),
@@ -593,6 +596,9 @@ impl Driver {
                 }
             }
             if records.iter().any(Record::is_barrier) {
+                // What may leave before the barrier leaves now, so that
+                // peers work while this member syncs.
+                self.transport.flush();
                 let micros = self.disk.persist(&records)?;
                 self.metrics.fsync(micros);
             } else if !records.is_empty() {
@@ -602,6 +608,7 @@ impl Driver {
                 self.execute(output).await?;
             }
         }
+        self.transport.flush();
         self.deliver_watches();
         self.maybe_checkpoint()
     }
@@ -648,6 +655,9 @@ impl Driver {
                         let _ = self
                             .transport
                             .send_forward(to, &Forward::Chunk(chunk).encode());
+                        // Each chunk on its way before the next is queued:
+                        // a whole snapshot may exceed the queue's bound.
+                        self.transport.flush();
                     }
                 }
             }

@@ -43,7 +43,6 @@ pub type ForwardReceiver = mpsc::Receiver<(NodeId, Vec<u8>)>;
 const FORWARD_MARKER: u8 = 0xF0;
 use paxos::multi::codec::{decode_envelope, encode_envelope};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
@@ -329,6 +328,7 @@ impl Transport {
             forward_rx: Mutex::new(Some(forward_rx)),
             local_addr,
             closed: AtomicBool::new(false),
+            corked: AtomicBool::new(false),
             tasks: Mutex::new(tasks),
         };
         Ok((
@@ -363,7 +363,7 @@ impl TransportHandle {
         frame.extend_from_slice(&inner.shared.me.to_le_bytes());
         frame.extend_from_slice(&to.to_le_bytes());
         frame.extend_from_slice(body);
-        enqueue(peer, frame, inner.shared.config.frame_bytes_max)
+        self.enqueue(peer, frame)
     }
 
     /// The channel of forward frames received, as `(from, body)`; it can be
@@ -398,7 +398,46 @@ impl TransportHandle {
         // Encode straight behind a placeholder prefix: one buffer, no copy.
         let mut frame = vec![0u8; wire::LENGTH_PREFIX_BYTES];
         encode_envelope(envelope, &mut frame);
-        enqueue(peer, frame, inner.shared.config.frame_bytes_max)?;
+        self.enqueue(peer, frame)
+    }
+
+    /// From now on, frames sent wait for [`TransportHandle::flush`]: a
+    /// caller that sends in bursts (the driver, once per turn) gets each
+    /// burst to a peer into one write.
+    pub fn cork(&self) {
+        self.inner.corked.store(true, Ordering::Release);
+    }
+
+    /// Gets every peer's queued frames on their way: written at once where
+    /// the connection is idle and the socket takes them, else handed to the
+    /// peer's writer task. Never blocks.
+    pub fn flush(&self) {
+        for peer in self.inner.peers.values() {
+            peer.kick();
+        }
+    }
+
+    /// Fills in the length prefix of a frame built behind a placeholder and
+    /// queues it for `peer` (a full queue drops its oldest frames, counted);
+    /// sends it now unless corked.
+    fn enqueue(&self, peer: &Peer, mut frame: Vec<u8>) -> Result<(), SendError> {
+        let max = self.inner.shared.config.frame_bytes_max;
+        let len = frame.len() - wire::LENGTH_PREFIX_BYTES;
+        let prefix = match u32::try_from(len) {
+            Ok(prefix) if prefix <= max => prefix,
+            _ => return Err(SendError::TooLarge { len, max }),
+        };
+        frame[..wire::LENGTH_PREFIX_BYTES].copy_from_slice(&prefix.to_le_bytes());
+        let dropped = peer.queue.push(frame);
+        if dropped > 0 {
+            debug!(
+                peer = peer.id,
+                dropped, "peer queue full: dropped oldest frames"
+            );
+        }
+        if !self.inner.corked.load(Ordering::Acquire) {
+            peer.kick();
+        }
         Ok(())
     }
 
@@ -482,6 +521,8 @@ struct Inner {
     forward_rx: Mutex<Option<ForwardReceiver>>,
     local_addr: SocketAddr,
     closed: AtomicBool,
+    /// Sends wait for `flush` (see [`TransportHandle::cork`]).
+    corked: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -499,25 +540,6 @@ impl Drop for Inner {
             task.abort();
         }
     }
-}
-
-/// Fills in the length prefix of a frame built behind a placeholder and
-/// queues it for `peer`; a full queue drops its oldest frames (counted).
-fn enqueue(peer: &Peer, mut frame: Vec<u8>, max: u32) -> Result<(), SendError> {
-    let len = frame.len() - wire::LENGTH_PREFIX_BYTES;
-    let prefix = match u32::try_from(len) {
-        Ok(prefix) if prefix <= max => prefix,
-        _ => return Err(SendError::TooLarge { len, max }),
-    };
-    frame[..wire::LENGTH_PREFIX_BYTES].copy_from_slice(&prefix.to_le_bytes());
-    let dropped = peer.queue.push(frame);
-    if dropped > 0 {
-        debug!(
-            peer = peer.id,
-            dropped, "peer queue full: dropped oldest frames"
-        );
-    }
-    Ok(())
 }
 
 /// State the tasks share.
@@ -553,6 +575,21 @@ struct Peer {
     addr: SocketAddr,
     queue: FrameQueue,
     counters: PeerCounters,
+}
+
+impl Peer {
+    /// See [`FrameQueue::kick`]; counts what went out directly.
+    fn kick(&self) {
+        let written = self.queue.kick();
+        if written.frames > 0 {
+            self.counters
+                .frames_sent
+                .fetch_add(written.frames as u64, Ordering::Relaxed);
+            self.counters
+                .bytes_sent
+                .fetch_add(written.bytes as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 // ------------------------------------------------------------------ outbound
@@ -682,42 +719,42 @@ enum PumpEnd {
     WriteTimeout,
 }
 
-/// Writes queued frames until the connection fails. Also watches the read
-/// side: the acceptor never writes after the handshake, so any read result
-/// means the connection is gone (or broken), and the dialer redials at once
-/// rather than finding out on the next write.
+/// Writes queued frames until the connection fails, taking turns with
+/// direct writes by senders (see [`FrameQueue::kick`]). Also watches the
+/// read side: the acceptor never writes after the handshake, so any read
+/// result means the connection is gone (or broken), and the dialer redials
+/// at once rather than finding out on the next write.
 async fn pump(shared: &Shared, peer: &Peer, stream: TcpStream) -> PumpEnd {
+    let stream = Arc::new(stream);
+    peer.queue.attach(Arc::clone(&stream));
+    let ended = pump_attached(shared, peer, &stream).await;
+    peer.queue.detach();
+    ended
+}
+
+async fn pump_attached(shared: &Shared, peer: &Peer, stream: &TcpStream) -> PumpEnd {
     let config = &shared.config;
     let write_timeout = Duration::from_millis(config.write_timeout_ms);
-    let (mut read_half, write_half) = stream.into_split();
-    let mut writer = BufWriter::with_capacity(64 << 10, write_half);
-    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(config.write_batch_frames_max);
-    let mut probe = [0u8; 1];
+    let mut out: Vec<u8> = Vec::with_capacity(64 << 10);
     loop {
         // Drain first: frames queued while disconnected go out now, and a
         // wake-up consumed by a previous connection is not needed.
         loop {
-            batch.clear();
-            peer.queue
-                .pop_batch(&mut batch, config.write_batch_frames_max);
-            if batch.is_empty() {
+            out.clear();
+            let frames = peer
+                .queue
+                .take_for_writer(&mut out, config.write_batch_frames_max);
+            if out.is_empty() {
                 break;
             }
-            let write = async {
-                for frame in &batch {
-                    writer.write_all(frame).await?;
-                }
-                writer.flush().await
-            };
-            match tokio::time::timeout(write_timeout, write).await {
+            match tokio::time::timeout(write_timeout, write_all(stream, &out)).await {
                 Ok(Ok(())) => {
-                    let bytes: usize = batch.iter().map(Vec::len).sum();
                     peer.counters
                         .frames_sent
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        .fetch_add(frames as u64, Ordering::Relaxed);
                     peer.counters
                         .bytes_sent
-                        .fetch_add(bytes as u64, Ordering::Relaxed);
+                        .fetch_add(out.len() as u64, Ordering::Relaxed);
                 }
                 Ok(Err(error)) => {
                     bump(&peer.counters.write_failures);
@@ -728,16 +765,46 @@ async fn pump(shared: &Shared, peer: &Peer, stream: TcpStream) -> PumpEnd {
                     return PumpEnd::WriteTimeout;
                 }
             }
+            // Keep one huge frame from pinning its buffer.
+            if out.capacity() > 1 << 20 {
+                out = Vec::with_capacity(64 << 10);
+            }
         }
         tokio::select! {
             () = peer.queue.ready() => {}
-            read = read_half.read(&mut probe) => {
-                return match read {
-                    Ok(0) => PumpEnd::ClosedByPeer,
-                    Ok(_) => PumpEnd::UnexpectedData,
-                    Err(error) => PumpEnd::Write(error),
-                };
-            }
+            ended = closed(stream) => return ended,
+        }
+    }
+}
+
+/// Writes all of `buf` through a socket shared with direct writers (who
+/// only write while the queue says nobody else does).
+async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Resolves when the send-only connection shows any sign from the other
+/// side: a close, unexpected bytes, or an error.
+async fn closed(stream: &TcpStream) -> PumpEnd {
+    let mut probe = [0u8; 1];
+    loop {
+        if let Err(error) = stream.readable().await {
+            return PumpEnd::Write(error);
+        }
+        match stream.try_read(&mut probe) {
+            Ok(0) => return PumpEnd::ClosedByPeer,
+            Ok(_) => return PumpEnd::UnexpectedData,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return PumpEnd::Write(error),
         }
     }
 }
