@@ -7,6 +7,7 @@
 //! machine; `synod bench compare` prints two systems' results side by side.
 
 mod compare;
+mod conn;
 mod floor;
 mod record;
 mod stats;
@@ -25,8 +26,8 @@ use server::proto::etcdserverpb::PutRequest;
 use server::proto::etcdserverpb::StatusRequest;
 use server::proto::etcdserverpb::kv_client::KvClient;
 use server::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use tonic::transport::{Channel, Endpoint};
 
+use conn::Conn;
 use record::{Record, RunRecord, WatchFigures};
 use stats::Recorder;
 use workload::{Consistency, Plan, Workload};
@@ -143,20 +144,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 /// Connects to `url` (`http://` is assumed if no scheme is given, as
 /// etcdctl does) within a few seconds.
-pub(super) async fn connect(url: &str) -> anyhow::Result<Channel> {
+pub(super) async fn connect(url: &str) -> anyhow::Result<Conn> {
     let url = if url.contains("://") {
         url.to_owned()
     } else {
         format!("http://{url}")
     };
-    let endpoint = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("{url:?} is not a valid endpoint URL"))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true);
-    endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {url}"))
+    conn::connect(&url).await
 }
 
 /// The endpoint of the member that leads now.
@@ -190,7 +184,7 @@ fn progress_bar(len: u64, what: &str) -> ProgressBar {
 }
 
 /// Writes every key of the key space once, from up to 64 tasks.
-async fn prefill(args: &RunArgs, channels: &[Channel]) -> anyhow::Result<()> {
+async fn prefill(args: &RunArgs, channels: &[Conn]) -> anyhow::Result<()> {
     let bar = progress_bar(args.key_space, "prefill");
     let next = Arc::new(AtomicU64::new(0));
     let tasks = args.clients.clamp(1, 64);

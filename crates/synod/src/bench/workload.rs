@@ -13,8 +13,8 @@ use server::proto::etcdserverpb::{
     Compare, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
     compare, request_op, response_op, watch_request,
 };
-use tonic::transport::Channel;
 
+use super::conn::Conn;
 use super::stats::Recorder;
 use crate::rng::Rng;
 
@@ -110,7 +110,7 @@ impl Plan {
 }
 
 /// One client's closed loop over `channel` until the plan's end.
-pub async fn client(plan: Arc<Plan>, channel: Channel, index: usize, seed: u64) -> Recorder {
+pub async fn client(plan: Arc<Plan>, channel: Conn, index: usize, seed: u64) -> Recorder {
     let mut kv = KvClient::new(channel);
     let mut rng = Rng::new(seed.wrapping_add(index as u64 + 1));
     let mut recorder = Recorder::default();
@@ -258,7 +258,7 @@ fn revision_after_cas(response: &server::proto::etcdserverpb::TxnResponse, befor
 /// stamp its writer put in the value, both read from `epoch`) until the
 /// plan's end.
 pub async fn watcher(
-    channel: Channel,
+    channel: Conn,
     epoch: Instant,
     ready: tokio::sync::mpsc::Sender<Result<(), String>>,
     mut plan: tokio::sync::watch::Receiver<Option<Arc<Plan>>>,
