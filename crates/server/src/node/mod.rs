@@ -132,8 +132,8 @@ pub enum StartError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The driver's thread could not be started.
-    #[error("cannot start the driver thread: {0}")]
+    /// The driver's thread or its runtime could not be started.
+    #[error("cannot start the driver thread or its runtime: {0}")]
     Thread(#[source] std::io::Error),
     /// The data directory could not be opened or trusted.
     #[error("cannot use data directory {dir}: {source}")]
@@ -249,8 +249,13 @@ impl Node {
         transport_config.reconnect_backoff_ms_max =
             (config.tick * config.heartbeat_ticks).as_millis().max(10) as u64;
         transport_config.drop_queue_when_unreachable = true;
-        let (transport, peer_rx) = Transport::start(transport_config)
-            .await
+        // The driver's runtime, built here so the peer transport can run on
+        // it: see `Transport::start_in`.
+        let driver_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Thread)?;
+        let (transport, peer_rx) = Transport::start_in(driver_runtime.handle(), transport_config)
             .map_err(|e| StartError::Transport(e.to_string()))?;
         let forwards = transport
             .take_forwards()
@@ -281,18 +286,12 @@ impl Node {
         let (stop_driver, stop) = oneshot::channel::<()>();
         let (done, driver_done) = oneshot::channel();
         let run = move || {
-            let result = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime.block_on(async move {
-                    tokio::select! {
-                        result = driver.run(tick, inputs_rx, peer_rx, forwards) => result,
-                        _ = stop => Ok(()),
-                    }
-                }),
-                Err(e) => Err(format!("cannot start the driver's runtime: {e}")),
-            };
+            let result = driver_runtime.block_on(async move {
+                tokio::select! {
+                    result = driver.run(tick, inputs_rx, peer_rx, forwards) => result,
+                    _ = stop => Ok(()),
+                }
+            });
             if let Err(e) = &result {
                 error!(error = %e, "the node stops: storage failed, durability unknown");
             }

@@ -268,9 +268,39 @@ impl Transport {
         Self::start_on(listener, config).await
     }
 
+    /// Like [`Transport::start`], with every task (and so every socket) on
+    /// `runtime`. The node puts them on its driver's thread: an envelope
+    /// read there reaches the core without waking another thread, and the
+    /// core's own writes need no other thread either.
+    pub fn start_in(
+        runtime: &tokio::runtime::Handle,
+        config: TransportConfig,
+    ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
+        config.validate()?;
+        let bind_error = |source| StartError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(config.listen).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let listener = {
+            let _inside = runtime.enter();
+            TcpListener::from_std(listener).map_err(bind_error)?
+        };
+        Self::launch(runtime, listener, config)
+    }
+
     /// Like [`Transport::start`] on a listener already bound (`config.listen`
     /// is ignored): lets tests bind port 0 for every member first.
     pub async fn start_on(
+        listener: TcpListener,
+        config: TransportConfig,
+    ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
+        Self::launch(&tokio::runtime::Handle::current(), listener, config)
+    }
+
+    fn launch(
+        runtime: &tokio::runtime::Handle,
         listener: TcpListener,
         config: TransportConfig,
     ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
@@ -314,12 +344,9 @@ impl Transport {
         });
 
         let mut tasks = Vec::with_capacity(peers.len() + 1);
-        tasks.push(tokio::spawn(run_listener(listener, Arc::clone(&shared))));
+        tasks.push(runtime.spawn(run_listener(listener, Arc::clone(&shared))));
         for peer in peers.values() {
-            tasks.push(tokio::spawn(run_dialer(
-                Arc::clone(&shared),
-                Arc::clone(peer),
-            )));
+            tasks.push(runtime.spawn(run_dialer(Arc::clone(&shared), Arc::clone(peer))));
         }
         info!(me = shared.me, %local_addr, peers = peers.len(), "peer transport started");
         let inner = Inner {
@@ -903,6 +930,8 @@ async fn serve_inbound(
     };
     info!(me, peer, %addr, "peer connected");
 
+    // Frames arrive in bursts: one read takes many.
+    let mut stream = tokio::io::BufReader::with_capacity(64 << 10, stream);
     let mut buf = Vec::new();
     loop {
         let frame = tokio::select! {
