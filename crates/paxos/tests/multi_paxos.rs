@@ -166,6 +166,53 @@ fn commands_queued_together_share_one_slot() {
 }
 
 #[test]
+fn a_follower_told_a_value_it_accepted_keeps_one_copy() {
+    let mut r = Replica::new(Config::new(2, vec![1, 2, 3]));
+    let command = |seq| Command {
+        client: 7,
+        seq,
+        payload: vec![0xAB; 300],
+    };
+    let accepted: std::sync::Arc<[Command]> = vec![command(1), command(2)].into();
+    r.step(Envelope {
+        from: 1,
+        to: 2,
+        message: Message::Accept {
+            ballot: Ballot::new(1, 1),
+            slot: 1,
+            value: Value::Batch(accepted.clone()),
+        },
+    });
+    r.take_outputs();
+    // The same commands, decoded anew from a Commit.
+    let told: std::sync::Arc<[Command]> = vec![command(1), command(2)].into();
+    r.step(Envelope {
+        from: 1,
+        to: 2,
+        message: Message::Commit {
+            slot: 1,
+            value: Value::Batch(told.clone()),
+        },
+    });
+    let applied = r
+        .take_outputs()
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Apply {
+                slot: 1,
+                value: Value::Batch(batch),
+            } => Some(batch),
+            _ => None,
+        })
+        .expect("slot 1 applies");
+    assert_eq!(applied, told, "the chosen commands");
+    assert!(
+        std::sync::Arc::ptr_eq(&applied, &accepted),
+        "the accepted copy is kept, the told one dropped"
+    );
+}
+
+#[test]
 fn an_acceptor_persists_before_it_answers() {
     let mut r = Replica::new(Config::new(2, vec![1, 2, 3]));
     r.step(Envelope {

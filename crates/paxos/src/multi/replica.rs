@@ -674,6 +674,12 @@ impl Replica {
             );
             return;
         }
+        // A follower told the value of a slot it already accepted keeps one
+        // copy of it, not two, until the log is trimmed.
+        let value = match self.accepted.get(&slot) {
+            Some((_, accepted)) if *accepted == value => accepted.clone(),
+            _ => value,
+        };
         self.chosen.insert(slot, value.clone());
         self.persist(Record::Commit { slot, value });
         if let State::Leader(leader) = &mut self.state {
