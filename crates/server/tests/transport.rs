@@ -421,3 +421,44 @@ async fn reconnects_after_a_peer_restarts() {
     one.shutdown().await;
     two.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_connections_it_dialed() {
+    let token = "shutdown-token";
+    let listener = bind().await;
+    // Member 2 is played by hand: its side of member 1's connection.
+    let member_two = bind().await;
+    let mut peers = BTreeMap::new();
+    peers.insert(1, listener.local_addr().expect("local addr"));
+    peers.insert(2, member_two.local_addr().expect("local addr"));
+    let (one, _rx) = Transport::start_on(listener, config(1, &peers, token))
+        .await
+        .expect("start member 1");
+    let (mut stream, _) = tokio::time::timeout(POLL * POLLS_MAX, member_two.accept())
+        .await
+        .expect("member 1 dials within the bound")
+        .expect("accept");
+    let members = [1].into_iter().collect();
+    let from = wire::accept(&mut stream, 2, &members, token.as_bytes())
+        .await
+        .expect("member 1's handshake");
+    assert_eq!(from, 1);
+    // The connection carries member 1's frames (written by the sender
+    // itself while the connection is idle).
+    one.send(&heartbeat(1, 2, 42)).expect("send");
+    let mut frame = Vec::new();
+    tokio::time::timeout(
+        POLL * POLLS_MAX,
+        wire::read_frame(&mut stream, 1 << 20, &mut frame),
+    )
+    .await
+    .expect("a frame within the bound")
+    .expect("a whole frame");
+    assert!(!frame.is_empty());
+
+    one.shutdown().await;
+    assert!(
+        closed_by_peer(&mut stream).await,
+        "a stopped transport leaves no connection open"
+    );
+}

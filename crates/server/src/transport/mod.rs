@@ -754,9 +754,19 @@ enum PumpEnd {
 async fn pump(shared: &Shared, peer: &Peer, stream: TcpStream) -> PumpEnd {
     let stream = Arc::new(stream);
     peer.queue.attach(Arc::clone(&stream));
-    let ended = pump_attached(shared, peer, &stream).await;
-    peer.queue.detach();
-    ended
+    // Detached however the pump ends, aborted included: the queue must not
+    // keep a closed transport's connection open, nor write into it.
+    let _attached = Attached(&peer.queue);
+    pump_attached(shared, peer, &stream).await
+}
+
+/// Detaches the connection from the queue when dropped.
+struct Attached<'a>(&'a FrameQueue);
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.0.detach();
+    }
 }
 
 async fn pump_attached(shared: &Shared, peer: &Peer, stream: &TcpStream) -> PumpEnd {
