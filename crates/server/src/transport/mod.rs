@@ -6,6 +6,10 @@
 //! per peer, a reader task per inbound connection) and means a member's
 //! messages to a peer never wait behind the peer's messages to it.
 //!
+//! A node runs these tasks on its driver's thread ([`Transport::start_in`]),
+//! and the driver writes to an idle connection itself (see `queue.rs`): a
+//! message crosses no other thread of the member on its way in or out.
+//!
 //! - Membership is proved on connect ([`wire`]): a process without the
 //!   cluster token, or whose id is not a member, is refused and logged, and
 //!   none of its bytes reach the core.
