@@ -114,6 +114,12 @@ pub struct SimConfig {
     pub bug: Option<Bug>,
     /// Record a message-by-message trace.
     pub trace: bool,
+    /// Batch client commands as the server does: a leader queues each
+    /// command as it arrives (`Replica::enqueue`) and opens slots for the
+    /// queue this many microseconds after the first of them (`fill`), so
+    /// that commands share slots and leadership can change in between.
+    /// `None`: each command gets its slot on arrival (`propose`).
+    pub batch_us: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -128,6 +134,7 @@ impl Default for SimConfig {
             nemesis: Nemesis::all(),
             bug: None,
             trace: false,
+            batch_us: None,
         }
     }
 }

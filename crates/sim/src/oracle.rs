@@ -115,6 +115,18 @@ impl Oracle {
         self.chosen.len()
     }
 
+    /// The most commands one chosen slot carries.
+    pub fn largest_batch(&self) -> usize {
+        self.chosen
+            .values()
+            .map(|value| match value {
+                Value::Batch(commands) => commands.len(),
+                Value::Noop => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// A client submitted this command.
     pub fn proposed(&mut self, client: ClientId, seq: u64, payload: &[u8]) {
         self.proposed.insert((client, seq, payload.to_vec()));

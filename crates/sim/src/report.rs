@@ -22,6 +22,8 @@ pub struct RunReport {
     pub info: u64,
     /// Slots chosen.
     pub commits: u64,
+    /// The most commands one chosen slot carried.
+    pub largest_batch: usize,
     /// Times some replica became leader.
     pub leader_changes: u64,
     /// Crashes the nemesis caused.
@@ -81,6 +83,7 @@ impl RunReport {
             fail: count(|o| matches!(o, Outcome::Fail)),
             info: count(|o| matches!(o, Outcome::Info)),
             commits,
+            largest_batch: 0,
             leader_changes,
             crashes,
             refused_starts,

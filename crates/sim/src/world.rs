@@ -112,6 +112,8 @@ enum Event {
         slot: u64,
         image: Vec<u8>,
     },
+    /// Open slots for the commands a node queued (with `batch_us`).
+    Fill(NodeId),
     Nemesis,
     Restart(NodeId),
     FreeDisk(NodeId),
@@ -169,6 +171,8 @@ struct Node {
     kv: Kv,
     /// Writes proposed here, by `(client, seq)`: who to answer.
     writes: BTreeMap<(ClientId, u64), u64>,
+    /// A `Fill` is scheduled for the commands queued here.
+    fill_due: bool,
     /// Reads started here: the client, its attempt and the key.
     reads: BTreeMap<ReadId, (ClientId, u64, Key)>,
 }
@@ -261,6 +265,7 @@ impl World {
                     saving: false,
                     kv: Kv::default(),
                     writes: BTreeMap::new(),
+                    fill_due: false,
                     reads: BTreeMap::new(),
                 }
             })
@@ -436,6 +441,15 @@ impl World {
                     self.nemesis();
                     let delay = self.nemesis_gap();
                     self.schedule(delay, Event::Nemesis);
+                }
+            }
+            Event::Fill(id) => {
+                if let Some(node) = self.node_index(id) {
+                    self.nodes[node].fill_due = false;
+                    if let Some(replica) = &mut self.nodes[node].replica {
+                        replica.fill();
+                        self.process_outputs(node);
+                    }
                 }
             }
             Event::Restart(id) => self.restart(id),
@@ -878,9 +892,19 @@ impl World {
                     payload: op.encode(),
                 };
                 self.oracle.proposed(client, seq, &command.payload);
-                match replica.propose(command) {
+                let taken = match self.config.batch_us {
+                    Some(_) => replica.enqueue(command),
+                    None => replica.propose(command),
+                };
+                match taken {
                     Ok(()) => {
                         self.nodes[node].writes.insert((client, seq), attempt);
+                        if let Some(delay) = self.config.batch_us
+                            && !self.nodes[node].fill_due
+                        {
+                            self.nodes[node].fill_due = true;
+                            self.schedule(delay, Event::Fill(node_id));
+                        }
                     }
                     Err(e) => {
                         let reply = refusal(&e);
@@ -1368,7 +1392,8 @@ impl World {
         let verdict = check::check(&self.history, &check::Limits::default());
         let check_time = started.elapsed();
         let commits = self.oracle.chosen_count() as u64;
-        RunReport::new(
+        let largest_batch = self.oracle.largest_batch();
+        let mut report = RunReport::new(
             &self.config,
             self.history,
             verdict,
@@ -1383,7 +1408,9 @@ impl World {
             self.first_ok_after_heal,
             self.trace,
             check_time,
-        )
+        );
+        report.largest_batch = largest_batch;
+        report
     }
 }
 

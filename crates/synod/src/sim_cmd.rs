@@ -53,6 +53,11 @@ pub struct SimArgs {
     /// Run a deliberately broken protocol, to watch the checkers catch it.
     #[arg(long, value_enum)]
     bug: Option<BugArg>,
+    /// Batch commands as the server does: a leader queues them and opens
+    /// slots for the lot this many virtual milliseconds after the first
+    /// (default: a slot per command as it arrives).
+    #[arg(long)]
+    batch_ms: Option<f64>,
 }
 
 /// The broken variants, as named on the command line.
@@ -110,6 +115,7 @@ struct Totals {
     fail: u64,
     info: u64,
     commits: u64,
+    largest_batch: usize,
     leader_changes: u64,
     crashes: u64,
     refused_starts: u64,
@@ -131,6 +137,11 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     if !(args.think_ms >= 0.0 && args.think_ms <= 60_000.0) {
         bail!("--think-ms must be between 0 and 60000");
     }
+    if let Some(ms) = args.batch_ms
+        && !(ms > 0.0 && ms <= 1_000.0)
+    {
+        bail!("--batch-ms must be above 0 and at most 1000");
+    }
     let config = SimConfig {
         nodes: args.nodes as usize,
         clients: args.clients.clamp(1, 64),
@@ -139,6 +150,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         nemesis: nemesis.clone(),
         bug: args.bug.map(Bug::from),
         trace: args.trace,
+        batch_us: args.batch_ms.map(|ms| ((ms * 1e3) as u64).max(1)),
         ..SimConfig::default()
     };
     let replay = |seed: u64| {
@@ -153,8 +165,12 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
                 )
             })
             .unwrap_or_default();
+        let batch = args
+            .batch_ms
+            .map(|ms| format!(" --batch-ms {ms}"))
+            .unwrap_or_default();
         format!(
-            "synod sim --seed {seed} --nemesis {nemesis} --nodes {} --clients {} --think-ms {} --fault-secs {}{bug} --trace",
+            "synod sim --seed {seed} --nemesis {nemesis} --nodes {} --clients {} --think-ms {} --fault-secs {}{bug}{batch} --trace",
             args.nodes, args.clients, args.think_ms, args.fault_secs
         )
     };
@@ -265,6 +281,7 @@ fn add(t: &mut Totals, seed: u64, report: &RunReport, cpu: Duration) {
     t.fail += report.fail;
     t.info += report.info;
     t.commits += report.commits;
+    t.largest_batch = t.largest_batch.max(report.largest_batch);
     t.leader_changes += report.leader_changes;
     t.crashes += report.crashes;
     t.refused_starts += report.refused_starts;
@@ -327,10 +344,11 @@ fn print_summary(t: &Totals, config: &SimConfig) {
         median_recovery as f64 / 1000.0
     );
     println!(
-        "commits: {} slots, {:.0} per simulated second, {:.0} per CPU-second of simulation",
+        "commits: {} slots, {:.0} per simulated second, {:.0} per CPU-second of simulation; at most {} commands in a slot",
         t.commits,
         t.commits as f64 / sim_secs.max(1e-9),
-        t.commits as f64 / cpu_secs
+        t.commits as f64 / cpu_secs,
+        t.largest_batch
     );
     println!(
         "CPU time: {:.1} s simulating, {:.1} s checking linearizability",
