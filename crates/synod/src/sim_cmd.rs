@@ -344,11 +344,12 @@ fn print_summary(t: &Totals, config: &SimConfig) {
         median_recovery as f64 / 1000.0
     );
     println!(
-        "commits: {} slots, {:.0} per simulated second, {:.0} per CPU-second of simulation; at most {} commands in a slot",
+        "commits: {} slots, {:.0} per simulated second, {:.0} per CPU-second of simulation; the fullest slot held {} command{}",
         t.commits,
         t.commits as f64 / sim_secs.max(1e-9),
         t.commits as f64 / cpu_secs,
-        t.largest_batch
+        t.largest_batch,
+        if t.largest_batch == 1 { "" } else { "s" }
     );
     println!(
         "CPU time: {:.1} s simulating, {:.1} s checking linearizability",
