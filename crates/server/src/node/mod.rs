@@ -251,12 +251,17 @@ impl Node {
         transport_config.drop_queue_when_unreachable = true;
         // The driver's runtime, built here so the peer transport can run on
         // it: see `Transport::start_in`.
-        let driver_runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(StartError::Thread)?;
-        let (transport, peer_rx) = Transport::start_in(driver_runtime.handle(), transport_config)
-            .map_err(|e| StartError::Transport(e.to_string()))?;
+        let driver_runtime = DriverRuntime(Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(StartError::Thread)?,
+        ));
+        let (transport, peer_rx) = match &driver_runtime.0 {
+            Some(runtime) => Transport::start_in(runtime.handle(), transport_config)
+                .map_err(|e| StartError::Transport(e.to_string()))?,
+            None => return Err(StartError::Transport("no runtime to run on".into())),
+        };
         let forwards = transport
             .take_forwards()
             .ok_or_else(|| StartError::Transport("forward channel already taken".into()))?;
@@ -286,12 +291,15 @@ impl Node {
         let (stop_driver, stop) = oneshot::channel::<()>();
         let (done, driver_done) = oneshot::channel();
         let run = move || {
-            let result = driver_runtime.block_on(async move {
-                tokio::select! {
-                    result = driver.run(tick, inputs_rx, peer_rx, forwards) => result,
-                    _ = stop => Ok(()),
-                }
-            });
+            let result = match driver_runtime.into_runtime() {
+                Some(runtime) => runtime.block_on(async move {
+                    tokio::select! {
+                        result = driver.run(tick, inputs_rx, peer_rx, forwards) => result,
+                        _ = stop => Ok(()),
+                    }
+                }),
+                None => Err("the driver's runtime was already taken".into()),
+            };
             if let Err(e) = &result {
                 error!(error = %e, "the node stops: storage failed, durability unknown");
             }
@@ -417,6 +425,26 @@ impl Node {
             let _ = stop.send(());
         }
         let _ = self.driver.await;
+    }
+}
+
+/// The driver's runtime until the driver's thread takes it. `Node::start`
+/// is async, and a runtime dropped there (an early return: the peer port is
+/// taken, the thread cannot start) may not wait for its tasks, so it shuts
+/// down in the background instead of panicking.
+struct DriverRuntime(Option<tokio::runtime::Runtime>);
+
+impl DriverRuntime {
+    fn into_runtime(mut self) -> Option<tokio::runtime::Runtime> {
+        self.0.take()
+    }
+}
+
+impl Drop for DriverRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

@@ -177,8 +177,9 @@ impl FrameQueue {
     /// until a call finds nothing. Returns the frames taken.
     pub(crate) fn take_for_writer(&self, out: &mut Vec<u8>, frames_max: usize) -> usize {
         let mut state = self.state();
-        if let Some(rest) = state.partial.take() {
-            out.extend_from_slice(&rest);
+        let rest = state.partial.take();
+        if let Some(rest) = &rest {
+            out.extend_from_slice(rest);
         }
         let n = frames_max.min(state.frames.len());
         let mut taken = 0;
@@ -187,7 +188,7 @@ impl FrameQueue {
             out.extend_from_slice(&frame);
         }
         state.bytes -= taken;
-        state.writing = !out.is_empty();
+        state.writing = rest.is_some() || n > 0;
         n
     }
 
