@@ -56,6 +56,9 @@ use metrics::{InboundCounters, PeerCounters, bump, read};
 pub use metrics::{PeerMetrics, TransportMetrics};
 use queue::FrameQueue;
 
+/// Connections the kernel holds for the listener before they are accepted.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// The largest frame [`TransportConfig::frame_bytes_max`] may allow.
 pub const FRAME_BYTES_HARD_MAX: u32 = 256 << 20;
 
@@ -285,11 +288,21 @@ impl Transport {
             addr: config.listen,
             source,
         };
-        let listener = std::net::TcpListener::bind(config.listen).map_err(bind_error)?;
-        listener.set_nonblocking(true).map_err(bind_error)?;
         let listener = {
+            // Registered with `runtime`'s reactor. Bound as
+            // `TcpListener::bind` binds (SO_REUSEADDR), so that a member
+            // restarted at once can listen again beside its old
+            // connections' TIME_WAIT.
             let _inside = runtime.enter();
-            TcpListener::from_std(listener).map_err(bind_error)?
+            let socket = if config.listen.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .map_err(bind_error)?;
+            socket.set_reuseaddr(true).map_err(bind_error)?;
+            socket.bind(config.listen).map_err(bind_error)?;
+            socket.listen(LISTEN_BACKLOG).map_err(bind_error)?
         };
         Self::launch(runtime, listener, config)
     }
