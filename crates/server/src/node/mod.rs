@@ -251,17 +251,14 @@ impl Node {
         transport_config.drop_queue_when_unreachable = true;
         // The driver's runtime, built here so the peer transport can run on
         // it: see `Transport::start_in`.
-        let driver_runtime = DriverRuntime(Some(
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(StartError::Thread)?,
-        ));
-        let (transport, peer_rx) = match &driver_runtime.0 {
-            Some(runtime) => Transport::start_in(runtime.handle(), transport_config)
-                .map_err(|e| StartError::Transport(e.to_string()))?,
-            None => return Err(StartError::Transport("no runtime to run on".into())),
-        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Thread)?;
+        let runtime_handle = runtime.handle().clone();
+        let driver_runtime = DriverRuntime(Some(runtime));
+        let (transport, peer_rx) = Transport::start_in(&runtime_handle, transport_config)
+            .map_err(|e| StartError::Transport(e.to_string()))?;
         let forwards = transport
             .take_forwards()
             .ok_or_else(|| StartError::Transport("forward channel already taken".into()))?;

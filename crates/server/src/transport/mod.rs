@@ -264,15 +264,7 @@ impl Transport {
     pub async fn start(
         config: TransportConfig,
     ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
-        config.validate()?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        Self::start_on(listener, config).await
+        Self::start_in(&tokio::runtime::Handle::current(), config)
     }
 
     /// Like [`Transport::start`], with every task (and so every socket) on
@@ -289,10 +281,8 @@ impl Transport {
             source,
         };
         let listener = {
-            // Registered with `runtime`'s reactor. Bound as
-            // `TcpListener::bind` binds (SO_REUSEADDR), so that a member
-            // restarted at once can listen again beside its old
-            // connections' TIME_WAIT.
+            // Registered with `runtime`'s reactor, and bound as tokio's
+            // `TcpListener::bind` binds (SO_REUSEADDR on Unix).
             let _inside = runtime.enter();
             let socket = if config.listen.is_ipv4() {
                 tokio::net::TcpSocket::new_v4()
@@ -313,15 +303,16 @@ impl Transport {
         listener: TcpListener,
         config: TransportConfig,
     ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
+        config.validate()?;
         Self::launch(&tokio::runtime::Handle::current(), listener, config)
     }
 
+    /// Starts the tasks on `runtime`; the configuration is validated.
     fn launch(
         runtime: &tokio::runtime::Handle,
         listener: TcpListener,
         config: TransportConfig,
     ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
-        config.validate()?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
@@ -626,13 +617,19 @@ impl Peer {
     fn kick(&self) {
         let written = self.queue.kick();
         if written.frames > 0 {
-            self.counters
-                .frames_sent
-                .fetch_add(written.frames as u64, Ordering::Relaxed);
-            self.counters
-                .bytes_sent
-                .fetch_add(written.bytes as u64, Ordering::Relaxed);
+            self.sent(written.frames, written.bytes);
         }
+    }
+
+    /// Counts frames and bytes written to the peer's socket, by either
+    /// writer.
+    fn sent(&self, frames: usize, bytes: usize) {
+        self.counters
+            .frames_sent
+            .fetch_add(frames as u64, Ordering::Relaxed);
+        self.counters
+            .bytes_sent
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
 
@@ -802,14 +799,7 @@ async fn pump_attached(shared: &Shared, peer: &Peer, stream: &TcpStream) -> Pump
                 break;
             }
             match tokio::time::timeout(write_timeout, write_all(stream, &out)).await {
-                Ok(Ok(())) => {
-                    peer.counters
-                        .frames_sent
-                        .fetch_add(frames as u64, Ordering::Relaxed);
-                    peer.counters
-                        .bytes_sent
-                        .fetch_add(out.len() as u64, Ordering::Relaxed);
-                }
+                Ok(Ok(())) => peer.sent(frames, out.len()),
                 Ok(Err(error)) => {
                     bump(&peer.counters.write_failures);
                     return PumpEnd::Write(error);

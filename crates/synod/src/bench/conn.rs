@@ -37,8 +37,8 @@ const CONNECTION_WINDOW_BYTES: u32 = 5 << 20;
 #[derive(Clone, Debug)]
 pub struct Conn {
     send: SendRequest<Bytes>,
-    /// `http://authority`, put in front of each call's path.
-    origin: String,
+    /// The endpoint's host and port, put in each call's URI (with `http`).
+    authority: http::uri::Authority,
 }
 
 /// Connects to `url` (`http://host:port`) within a few seconds.
@@ -73,10 +73,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Conn> {
         // Ends when either side closes; calls then fail on their own.
         let _ = connection.await;
     });
-    Ok(Conn {
-        send,
-        origin: format!("http://{authority}"),
-    })
+    Ok(Conn { send, authority })
 }
 
 /// Methods whose request is a stream the caller keeps open.
@@ -95,12 +92,17 @@ impl tower_service::Service<http::Request<Body>> for Conn {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let send = self.send.clone();
-        let origin = self.origin.clone();
+        let authority = self.authority.clone();
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let streaming = streams_requests(path);
-            parts.uri = format!("{origin}{path}").parse()?;
+            let streaming = streams_requests(parts.uri.path());
+            let mut uri = std::mem::take(&mut parts.uri).into_parts();
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            uri.authority = Some(authority);
+            if uri.path_and_query.is_none() {
+                uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+            }
+            parts.uri = http::Uri::from_parts(uri)?;
             let head = http::Request::from_parts(parts, ());
             let mut send = send.ready().await?;
             let response = if streaming {
