@@ -133,3 +133,130 @@ async fn health_metrics_and_grpc_share_one_port() {
         .expect("serve task")
         .expect("serve ran");
 }
+
+/// Sends one HTTP/1.1 GET on an open connection, reads its answer, and
+/// returns the last line of its body.
+async fn get_on(stream: &mut TcpStream, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: synod\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(n > 0, "connection closed before the answer");
+        response.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&response);
+        if let Some((_, body)) = text.split_once("\r\n\r\n")
+            && body.ends_with('\n')
+        {
+            return body.trim_end().lines().last().unwrap_or("").to_string();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_connections_are_served_in_the_lane_and_the_rest_by_the_workers() {
+    // The lane: a single-threaded runtime on a thread of its own, as the
+    // node's driver is.
+    let (lane_stop, lane_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let lane_thread = std::thread::Builder::new()
+        .name("lane-thread".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("lane runtime");
+            handle_tx.send(runtime.handle().clone()).expect("send");
+            runtime.block_on(async {
+                let _ = lane_stopped.await;
+            });
+        })
+        .expect("lane thread");
+    let lane = handle_rx.recv().expect("lane handle");
+
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    // /metrics answers with the name of the thread that serves it.
+    let metrics: client_port::MetricsFn = Arc::new(|| {
+        format!(
+            "{}\n",
+            std::thread::current().name().unwrap_or("unnamed thread")
+        )
+    });
+    let grpc = tonic::service::Routes::new(KvServer::new(common::MapKv::default()));
+    let router = client_port::router(grpc, Arc::new(Health::ok), metrics);
+    let config = ClientPortConfig {
+        lane: Some(client_port::Lane {
+            runtime: lane,
+            connections_max: 2,
+        }),
+        ..ClientPortConfig::default()
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(client_port::serve(listener, router, config, async {
+        let _ = stop_rx.await;
+    }));
+
+    tokio::time::timeout(TEST_BOUND, async {
+        // gRPC first: it takes a place in the lane and works there.
+        let mut client = KvClient::connect(format!("http://{addr}"))
+            .await
+            .expect("grpc connect");
+        client
+            .put(PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("put");
+        let range = client
+            .range(RangeRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("range")
+            .into_inner();
+        assert_eq!(range.kvs[0].value, b"v");
+
+        let mut second = TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(get_on(&mut second, "/metrics").await, "lane-thread");
+        // The lane is full: the third is served by a worker, and stays
+        // there on its next request.
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        let worker = get_on(&mut third, "/metrics").await;
+        assert_ne!(worker, "lane-thread");
+        assert_ne!(get_on(&mut third, "/metrics").await, "lane-thread");
+        assert_eq!(get_on(&mut second, "/metrics").await, "lane-thread");
+
+        // A closed lane connection frees its place for a later one, once
+        // the server has seen it close.
+        drop(client);
+        let mut freed = false;
+        for _ in 0..200 {
+            let mut next = TcpStream::connect(addr).await.expect("connect");
+            if get_on(&mut next, "/metrics").await == "lane-thread" {
+                freed = true;
+                break;
+            }
+            drop(next);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(freed, "no later connection was served in the lane");
+    })
+    .await
+    .expect("test finished within its bound");
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(TEST_BOUND, served)
+        .await
+        .expect("serve stopped within its bound")
+        .expect("serve task")
+        .expect("serve ran");
+    let _ = lane_stop.send(());
+    lane_thread.join().expect("lane thread");
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use server::node::{MemberConfig, Node, NodeConfig};
+use server::node::{DRIVER_CONNECTIONS_DEFAULT, MemberConfig, Node, NodeConfig};
 
 /// Arguments of `synod node`; each also reads `SYNOD_<FLAG>` from the
 /// environment, as etcd reads `ETCD_<FLAG>`.
@@ -68,6 +68,11 @@ pub struct NodeArgs {
     /// milliseconds (randomized up to twice this).
     #[arg(long, env = "SYNOD_ELECTION_TIMEOUT", default_value_t = 500)]
     election_timeout: u64,
+    /// Client connections served on the member's protocol thread itself
+    /// (the first to connect): their requests skip a hand-off between
+    /// threads each way. 0 serves every connection on the worker threads.
+    #[arg(long, env = "SYNOD_DRIVER_CONNECTIONS", default_value_t = DRIVER_CONNECTIONS_DEFAULT)]
+    driver_connections: usize,
     /// Test only, unsafe: serve linearizable reads from local state without
     /// the read-index round, to show the torture checker catching it.
     #[arg(long, hide = true)]
@@ -162,6 +167,7 @@ fn config_from(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
         bail!("--snapshot-count must be positive");
     }
     config.snapshot_count = args.snapshot_count;
+    config.driver_connections = args.driver_connections;
     config.unsafe_local_reads = args.unsafe_local_reads;
     let tick_ms = config.tick.as_millis().max(1) as u64;
     if args.heartbeat_interval < tick_ms || args.election_timeout < 3 * args.heartbeat_interval {
@@ -227,6 +233,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             snapshot_count: 100_000,
             heartbeat_interval: 50,
             election_timeout: 500,
+            driver_connections: DRIVER_CONNECTIONS_DEFAULT,
             unsafe_local_reads: false,
         };
         let config = config_from(&node_args)?;

@@ -5,9 +5,16 @@
 //!  gRPC (api::*) ──► NodeHandle ──► Driver thread ◄── peers (transport)
 //!                                    │  Replica (paxos core) + Store (kv)
 //!                                    │  + the log (storage::ReplicaStore, fsync)
+//!                                    │  + the first client connections (the lane)
 //!                                    ▼
 //!                           background thread (snapshots, spare segments)
 //! ```
+//!
+//! The driver thread runs a single-threaded runtime that also carries the
+//! peer transport and the first [`NodeConfig::driver_connections`] client
+//! connections, so that a lone client's write crosses no thread inside the
+//! member; other clients' connections are served by the runtime's worker
+//! threads, in parallel with it.
 
 mod disk;
 mod driver;
@@ -35,6 +42,10 @@ use crate::client_port::{self, ClientPortConfig, Health};
 use crate::transport::{Transport, TransportConfig, TransportHandle};
 use driver::{Driver, Input, WATCH_QUEUE_RESPONSES_MAX};
 pub use metrics::NodeMetrics;
+
+/// Client connections served on the driver's thread by default: one
+/// client's, and a second for a tool beside it.
+pub const DRIVER_CONNECTIONS_DEFAULT: usize = 2;
 
 /// One member of the initial cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +86,9 @@ pub struct NodeConfig {
     /// Snapshot the state machine and trim the log after this many applied
     /// commands (etcd's --snapshot-count, which counts entries the same way).
     pub snapshot_count: u64,
+    /// Client connections served on the driver's own thread at once (see
+    /// [`client_port::Lane`]); the rest are served by the runtime's workers.
+    pub driver_connections: usize,
     /// Deliberately unsafe, for proving the torture checker can fail: serve
     /// "linearizable" reads from this member's applied state, without the
     /// read-index round. Never set outside tests.
@@ -97,6 +111,7 @@ impl NodeConfig {
             election_ticks: 50,
             request_timeout: Duration::from_secs(5),
             snapshot_count: 100_000,
+            driver_connections: DRIVER_CONNECTIONS_DEFAULT,
             unsafe_local_reads: false,
         }
     }
@@ -365,13 +380,18 @@ impl Node {
         });
         let router = client_port::router(routes, health, metrics_fn);
         let (shutdown, mut shutdown_rx) = watch::channel(false);
+        let port_config = ClientPortConfig {
+            lane: Some(client_port::Lane {
+                runtime: runtime_handle,
+                connections_max: config.driver_connections,
+            }),
+            ..ClientPortConfig::default()
+        };
         let client = tokio::spawn(async move {
             let stop = async move {
                 let _ = shutdown_rx.wait_for(|stop| *stop).await;
             };
-            if let Err(e) =
-                client_port::serve(listener, router, ClientPortConfig::default(), stop).await
-            {
+            if let Err(e) = client_port::serve(listener, router, port_config, stop).await {
                 error!(error = %e, "client port stopped");
             }
         });
