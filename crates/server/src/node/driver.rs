@@ -221,6 +221,10 @@ impl Driver {
                 Some((from, body)) = forwards.recv() => self.forward(from, &body).await?,
                 Some(result) = saved.recv() => self.snapshot_saved(result).await?,
             }
+            // Let the other tasks of this thread (peer readers, the client
+            // connections served here) hand in what has arrived, so that it
+            // shares this turn's slots and fsync.
+            tokio::task::yield_now().await;
             for _ in 0..TURN_INPUTS_MAX {
                 let mut progressed = false;
                 if let Ok(input) = inputs.try_recv() {
