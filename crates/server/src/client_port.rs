@@ -108,10 +108,9 @@ impl Default for ClientPortConfig {
 /// The node passes its driver's single-threaded runtime: a request on such
 /// a connection reaches the protocol core, and its answer leaves, without a
 /// hand-off between threads, each of which costs tens of microseconds when
-/// it wakes an idle core (a third of a one-client write's latency on a
-/// small machine). Only a few connections: that thread also runs the core
-/// and blocks on its fsyncs, so the connections of many clients are served
-/// by the worker threads, in parallel with it.
+/// it wakes an idle core. Only a few connections: that thread also runs the
+/// core and blocks on its fsyncs, so the connections of many clients are
+/// served by the worker threads, in parallel with it.
 #[derive(Clone, Debug)]
 pub struct Lane {
     /// Where the lane's connections are served.
