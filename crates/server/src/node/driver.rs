@@ -612,12 +612,6 @@ impl Driver {
                 self.execute(output).await?;
             }
         }
-        if self.replica.is_leader() {
-            // The answers this turn's applies carry leave first, written by
-            // the connections' tasks when this one yields; the decisions
-            // left for the followers wait for them.
-            tokio::task::yield_now().await;
-        }
         self.transport.flush();
         self.deliver_watches();
         self.maybe_checkpoint()
