@@ -26,6 +26,35 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// Connects a gRPC client, puts `key` = "v" and reads it back; returns the
+/// client, whose connection stays open while it lives.
+async fn put_and_read_back(
+    addr: std::net::SocketAddr,
+    key: &[u8],
+) -> KvClient<tonic::transport::Channel> {
+    let mut client = KvClient::connect(format!("http://{addr}"))
+        .await
+        .expect("grpc connect");
+    client
+        .put(PutRequest {
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("put");
+    let range = client
+        .range(RangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(range.kvs[0].value, b"v");
+    client
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_and_grpc_share_one_port() {
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -87,26 +116,7 @@ async fn health_metrics_and_grpc_share_one_port() {
         // gRPC over HTTP/2 on the same port, while an HTTP/1.1 client also
         // holds a connection open.
         let mut idle = TcpStream::connect(addr).await.expect("connect");
-        let mut client = KvClient::connect(format!("http://{addr}"))
-            .await
-            .expect("grpc connect");
-        client
-            .put(PutRequest {
-                key: b"k\0\xff".to_vec(),
-                value: b"v".to_vec(),
-                ..Default::default()
-            })
-            .await
-            .expect("put");
-        let range = client
-            .range(RangeRequest {
-                key: b"k\0\xff".to_vec(),
-                ..Default::default()
-            })
-            .await
-            .expect("range")
-            .into_inner();
-        assert_eq!(range.kvs[0].value, b"v");
+        let client = put_and_read_back(addr, b"k\0\xff").await;
         idle.write_all(b"GET /health HTTP/1.1\r\nHost: synod\r\nConnection: close\r\n\r\n")
             .await
             .expect("write");
@@ -202,26 +212,7 @@ async fn the_first_connections_are_served_in_the_lane_and_the_rest_by_the_worker
 
     tokio::time::timeout(TEST_BOUND, async {
         // gRPC first: it takes a place in the lane and works there.
-        let mut client = KvClient::connect(format!("http://{addr}"))
-            .await
-            .expect("grpc connect");
-        client
-            .put(PutRequest {
-                key: b"k".to_vec(),
-                value: b"v".to_vec(),
-                ..Default::default()
-            })
-            .await
-            .expect("put");
-        let range = client
-            .range(RangeRequest {
-                key: b"k".to_vec(),
-                ..Default::default()
-            })
-            .await
-            .expect("range")
-            .into_inner();
-        assert_eq!(range.kvs[0].value, b"v");
+        let client = put_and_read_back(addr, b"k").await;
 
         let mut second = TcpStream::connect(addr).await.expect("connect");
         assert_eq!(get_on(&mut second, "/metrics").await, "lane-thread");
