@@ -167,6 +167,27 @@ fn main() {
         rss: rss_bytes(),
         live: LIVE.load(Relaxed) - base_live,
     });
+    // A snapshot freezes a copy on the serving thread: what that stall costs.
+    let t = Instant::now();
+    let frozen = store.frozen();
+    let freeze_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut snapshot_bytes = 0;
+    frozen
+        .write_snapshot(|piece| {
+            snapshot_bytes += piece.len();
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .expect("infallible");
+    let encode_s = t.elapsed().as_secs_f64();
+    drop(frozen);
+    println!(
+        "snapshot of {} records: freeze {:.1} ms (the serving thread's stall), encode {:.0} ms, {:.1} MiB",
+        store.record_count(),
+        freeze_s * 1e3,
+        encode_s * 1e3,
+        mib(snapshot_bytes)
+    );
     let t = Instant::now();
     let revision = store.revision();
     store

@@ -55,6 +55,7 @@
 pub mod codec;
 pub mod command;
 pub mod error;
+mod history;
 pub mod lease;
 pub mod limits;
 pub mod range;

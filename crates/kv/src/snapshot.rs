@@ -22,6 +22,7 @@ pub const CRC_TAG: u64 = 0x4352_4333;
 use std::sync::Arc;
 
 use crate::codec::{Dec, DecodeError, Enc, Fnv64, Sink, Wire};
+use crate::history::History;
 use crate::lease::Lessor;
 use crate::limits::Limits;
 use crate::session::{Session, SessionTable};
@@ -159,11 +160,11 @@ impl Store {
     }
 
     /// A copy of the store as it is now, to encode with [`Store::snapshot`]
-    /// on another thread while this one goes on applying. Value bytes and
-    /// the exactly-once table's shards are shared, not copied (the arena
-    /// stops writing to its segments; a shared shard is copied when the
-    /// store next changes it); the index, history and lease table are
-    /// copied. The change feed that serves watchers and the table's
+    /// on another thread while this one goes on applying. Value bytes,
+    /// history and the exactly-once table's shards are shared, not copied
+    /// (the arena stops writing to its segments; a shared history chunk or
+    /// shard is copied when the store next changes it); the index and the
+    /// lease table are copied. The change feed that serves watchers and the table's
     /// activity order are not in a snapshot and are left out: the copy is
     /// for encoding, not for serving or applying.
     pub fn frozen(&mut self) -> Store {
@@ -248,7 +249,7 @@ impl Store {
         }
 
         let mut index: BTreeMap<Key, Record> = BTreeMap::new();
-        let mut history: Vec<Record> = Vec::new();
+        let mut history = History::default();
         let mut values = Values::default();
         let mut changes: Vec<Change> = Vec::new();
         let key_count = d.count(2)?;

@@ -6,12 +6,13 @@
 //!   tombstone if the key is deleted but its history is still needed). The
 //!   key bytes live once, in an `Arc<[u8]>` shared with the change log and
 //!   the lease key sets.
-//! - `history`: every older record of every key, in one `Vec`; each record
+//! - `history`: every older record of every key, in one vector of shared
+//!   chunks (`history.rs`: a snapshot's frozen copy shares them); each record
 //!   links to the key's version before it (`prev`), so a key's versions are
 //!   a chain from its latest record backwards in revision order.
 //!   Compaction cuts chains and marks the records behind the cut dead; when
-//!   more than half the vector is dead it is rebuilt, so the memory of
-//!   history comes back as one large block.
+//!   more than half of history is dead it is rebuilt, so its memory comes
+//!   back.
 //! - Values live in the `Values` arena (`values.rs`), records hold a 12-byte reference.
 //! - `changes`: one small entry per change in revision order (revision,
 //!   sub-revision, key). Watchers replay from it, and compaction visits only
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use crate::command::{Applied, ApplyContext, Command, Response};
 use crate::error::KvError;
+use crate::history::History;
 use crate::lease::Lessor;
 use crate::limits::Limits;
 use crate::range::KeyRange;
@@ -92,7 +94,7 @@ pub(crate) struct Change {
 pub struct Store {
     pub(crate) limits: Limits,
     pub(crate) index: BTreeMap<Key, Record>,
-    pub(crate) history: Vec<Record>,
+    pub(crate) history: History,
     /// Dead slots in `history`.
     pub(crate) history_dead: usize,
     pub(crate) values: Values,
@@ -118,7 +120,7 @@ impl Store {
         Store {
             limits,
             index: BTreeMap::new(),
-            history: Vec::new(),
+            history: History::default(),
             history_dead: 0,
             values: Values::default(),
             changes: VecDeque::new(),
@@ -296,7 +298,7 @@ impl Store {
         // than there are keys, one pass over the index is cheaper.
         let upto = self.changes.partition_point(|c| c.main <= at);
         let mut doomed: Vec<Key> = Vec::new();
-        let mut history = History {
+        let mut history = Compactor {
             records: &mut self.history,
             dead: &mut self.history_dead,
             values: &mut self.values,
@@ -353,16 +355,15 @@ impl Store {
         }
         if self.history_dead == self.history.len() {
             debug_assert!(self.index.values().all(|r| r.prev == NONE));
-            self.history = Vec::new();
+            self.history = self.history.emptied();
             self.history_dead = 0;
             return;
         }
         let mut remap = vec![NONE; self.history.len()];
-        let mut rebuilt = Vec::with_capacity(self.history.len() - self.history_dead);
+        let mut rebuilt = self.history.emptied();
         for (i, r) in self.history.iter().enumerate() {
             if !r.is_dead() {
-                remap[i] = rebuilt.len() as u64;
-                rebuilt.push(*r);
+                remap[i] = rebuilt.push(*r) as u64;
             }
         }
         let moved = |prev: u64| -> u64 {
@@ -380,13 +381,13 @@ impl Store {
 }
 
 /// The parts of the store compaction frees versions from.
-struct History<'a> {
-    records: &'a mut Vec<Record>,
+struct Compactor<'a> {
+    records: &'a mut History,
     dead: &'a mut usize,
     values: &'a mut Values,
 }
 
-impl History<'_> {
+impl Compactor<'_> {
     /// Frees one key's versions that compaction at `at` makes unreachable:
     /// every version before the one visible at `at`, and that one too if it
     /// is a tombstone older than `at` (a tombstone at exactly `at` stays, so
@@ -409,10 +410,16 @@ impl History<'_> {
                     self.kill(next);
                     match newer {
                         None => latest.prev = NONE,
-                        Some(j) => self.records[j].prev = NONE,
+                        Some(j) => {
+                            if let Some(newer) = self.records.get_mut(j) {
+                                newer.prev = NONE;
+                            }
+                        }
                     }
                 } else {
-                    self.records[i].prev = NONE;
+                    if let Some(visible) = self.records.get_mut(i) {
+                        visible.prev = NONE;
+                    }
                     self.kill(r.prev);
                 }
                 break;
@@ -648,6 +655,8 @@ mod tests {
         Put(u8, usize),
         Delete(u8, u8),
         Compact(u8),
+        /// Freeze a copy for a snapshot, kept to the end of the run.
+        Freeze,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -655,6 +664,7 @@ mod tests {
             6 => (0..16u8, 0..40usize).prop_map(|(k, n)| Op::Put(k, n)),
             1 => (0..16u8, 0..16u8).prop_map(|(k, e)| Op::Delete(k, e)),
             2 => any::<u8>().prop_map(Op::Compact),
+            1 => Just(Op::Freeze),
         ]
     }
 
@@ -664,15 +674,21 @@ mod tests {
 
     proptest! {
         #[test]
-        fn layout_never_shows(ops in prop::collection::vec(op(), 1..200), seg in 1..64usize) {
+        fn layout_never_shows(ops in prop::collection::vec(op(), 1..200), seg in 1..64usize, chunk in 0..4u32) {
             let mut tiny = Store {
                 values: Values::with_segment_bytes(seg),
+                history: History::with_chunk_shift(chunk),
                 ..Store::default()
             };
             let mut plain = Store::default();
             let ctx = ApplyContext::default();
+            let mut frozen = Vec::new();
             for (i, op) in ops.iter().enumerate() {
                 let cmd = match *op {
+                    Op::Freeze => {
+                        frozen.push((tiny.snapshot(), tiny.frozen()));
+                        continue;
+                    }
                     Op::Put(k, n) => Command::Put(PutRequest {
                         key: key(k),
                         value: vec![i as u8; n],
@@ -698,6 +714,11 @@ mod tests {
             let since = plain.compact_revision();
             prop_assert_eq!(tiny.events_since(since, &[0], &[0]), plain.events_since(since, &[0], &[0]));
             prop_assert_eq!(tiny.snapshot(), plain.snapshot());
+            // A frozen copy shares value segments and history chunks with
+            // the store, which went on writing and compacting.
+            for (at_freeze, copy) in &frozen {
+                prop_assert_eq!(&copy.snapshot(), at_freeze);
+            }
             // History is rebuilt whenever more than half of it is dead.
             prop_assert!(tiny.history_dead * 2 <= tiny.history.len().max(1));
         }
