@@ -642,7 +642,9 @@ impl World {
             .save(slot, image)
             .and_then(|()| store.trim_after_snapshot(slot));
         match saved {
-            Ok(()) => replica.compact(slot),
+            Ok(()) => {
+                replica.compact(slot);
+            }
             Err(e) => self.stop_node(node, &e.to_string()),
         }
     }

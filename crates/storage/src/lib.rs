@@ -72,6 +72,6 @@ pub use transfer::{
     ChunkOutcome, ResumePoint, SnapshotChunk, SnapshotChunks, SnapshotReceiver, SnapshotSender,
 };
 pub use wal::{
-    Lsn, Record, Recovered, SEGMENT_BYTES_LIMIT, SegmentPreparer, SpareSegment, TornTail, Wal,
-    WalOptions,
+    Lsn, Record, Recovered, RetiredSegments, SEGMENT_BYTES_LIMIT, SegmentPreparer, SpareSegment,
+    TornTail, Wal, WalOptions,
 };

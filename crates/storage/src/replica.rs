@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::snapshot::{Snapshot, SnapshotOptions, SnapshotStore};
 use crate::transfer::{ChunkOutcome, SnapshotChunk, SnapshotReceiver};
-use crate::wal::{SegmentPreparer, SpareSegment, TornTail, Wal, WalOptions};
+use crate::wal::{RetiredSegments, SegmentPreparer, SpareSegment, TornTail, Wal, WalOptions};
 
 /// The WAL record type of an encoded [`paxos::multi::Record`].
 pub const RECORD_TYPE_PAXOS: u8 = 1;
@@ -139,7 +139,7 @@ impl<F: Fs + Clone> ReplicaStore<F> {
     pub fn checkpoint(&mut self, slot: u64, image: &[u8]) -> Result<()> {
         self.sync()?;
         self.snapshots.save(slot, image)?;
-        self.trim_log(slot)
+        self.trim_log(slot)?.remove().map(drop)
     }
 
     /// A preparer of spare log segments, to run on another thread; hand
@@ -196,6 +196,13 @@ impl<F: Fs + Clone> ReplicaStore<F> {
     /// again (with their latest records, so nothing newer is undone);
     /// without it, everything the log must keep is.
     pub fn trim_after_snapshot(&mut self, slot: u64) -> Result<()> {
+        self.trim_after_snapshot_retiring(slot)?.remove().map(drop)
+    }
+
+    /// [`Self::trim_after_snapshot`], leaving the removal of the dropped
+    /// segments' files to the caller, so that a server can do it off the
+    /// thread that serves.
+    pub fn trim_after_snapshot_retiring(&mut self, slot: u64) -> Result<RetiredSegments<F>> {
         let latest = self.snapshots.latest_index()?;
         if latest.is_none_or(|index| index < slot) {
             return Err(Error::SnapshotMissing {
@@ -213,7 +220,7 @@ impl<F: Fs + Clone> ReplicaStore<F> {
     /// Trims after a snapshot at `mark.slot`: records from `mark.lsn` on
     /// stay where they are; the promise and the marked slots' latest
     /// records are appended again; segments wholly before `mark.lsn` go.
-    fn trim_from_mark(&mut self, mark: SnapshotMark) -> Result<()> {
+    fn trim_from_mark(&mut self, mark: SnapshotMark) -> Result<RetiredSegments<F>> {
         self.mirror.compact(mark.slot);
         self.append(&PaxosRecord::Promise(self.mirror.promised))?;
         for slot in &mark.slots {
@@ -229,8 +236,7 @@ impl<F: Fs + Clone> ReplicaStore<F> {
             }
         }
         self.sync()?;
-        self.wal.truncate_before(mark.lsn)?;
-        Ok(())
+        self.wal.retire_before(mark.lsn)
     }
 
     /// Takes one chunk of a peer's snapshot. When the last one arrives the
@@ -249,7 +255,7 @@ impl<F: Fs + Clone> ReplicaStore<F> {
                 };
                 debug_assert!(snapshot.index >= index);
                 self.sync()?;
-                self.trim_log(snapshot.index)?;
+                self.trim_log(snapshot.index)?.remove()?;
                 Ok(Some(snapshot))
             }
         }
@@ -258,7 +264,7 @@ impl<F: Fs + Clone> ReplicaStore<F> {
     /// Rewrites what the log must keep after a snapshot at `slot` (the
     /// promise, and every acceptance and decision after it), then drops the
     /// segments before the rewrite.
-    fn trim_log(&mut self, slot: u64) -> Result<()> {
+    fn trim_log(&mut self, slot: u64) -> Result<RetiredSegments<F>> {
         // A full rewrite supersedes any mark.
         self.mark = None;
         self.mirror.compact(slot);
@@ -279,9 +285,8 @@ impl<F: Fs + Clone> ReplicaStore<F> {
             })?;
         }
         self.sync()?;
-        self.wal.truncate_before(first)?;
         debug_assert_eq!(self.mirror, keep);
-        Ok(())
+        self.wal.retire_before(first)
     }
 
     /// The latest saved snapshot, to send a lagging peer.

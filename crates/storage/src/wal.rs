@@ -189,6 +189,49 @@ pub struct SpareSegment<File> {
     len_bytes: u64,
 }
 
+/// Segment files a [`Wal`] no longer reads ([`Wal::retire_before`]), to remove off the
+/// thread that serves: unlinking a 64 MiB segment and syncing the directory took 14-63 ms
+/// on a loaded member here.
+#[derive(Debug)]
+#[must_use = "the files stay on disk until removed"]
+pub struct RetiredSegments<F: Fs> {
+    fs: F,
+    dir: PathBuf,
+    /// Oldest first.
+    paths: Vec<PathBuf>,
+}
+
+impl<F: Fs> RetiredSegments<F> {
+    /// How many segment files wait for removal.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Whether there is nothing to remove.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Removes the files, oldest first so that a crash part-way leaves a contiguous log,
+    /// and syncs the directory. Returns how many were removed.
+    pub fn remove(self) -> Result<usize> {
+        let mut removed = 0;
+        for path in &self.paths {
+            self.fs.remove(path).map_err(io_error("remove", path))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|source| Error::SyncFailed {
+                    file: self.dir.clone(),
+                    source,
+                })?;
+        }
+        Ok(removed)
+    }
+}
+
 /// Prepares spare segments for a [`Wal`] on another thread, so that a roll
 /// does not stall appends while 64 MiB of zeros are written.
 #[derive(Debug)]
@@ -443,6 +486,30 @@ impl<F: Fs> Wal<F> {
         active.durable_bytes = active.written_bytes;
         self.durable_lsn = Lsn(self.next_lsn.0 - 1);
         Ok(self.durable_lsn)
+    }
+
+    /// Like [`Wal::truncate_before`], but the log only forgets the segments: removing their
+    /// files is left to the returned [`RetiredSegments`], on whichever thread can wait for
+    /// it. Files not yet removed when the node stops are read again at recovery, as after a
+    /// crash between a snapshot and its trim.
+    pub fn retire_before(&mut self, lsn: Lsn) -> Result<RetiredSegments<F>>
+    where
+        F: Clone,
+    {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let mut paths = Vec::new();
+        while self.segments.len() >= 2 && self.segments[1].first_lsn <= lsn {
+            if let Some(segment) = self.segments.pop_front() {
+                paths.push(segment.path);
+            }
+        }
+        Ok(RetiredSegments {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            paths,
+        })
     }
 
     /// Remove whole segments all of whose records are below `lsn`, e.g. once a snapshot

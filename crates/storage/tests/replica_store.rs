@@ -238,3 +238,53 @@ fn a_marked_trim_keeps_later_records_in_place_and_undoes_nothing_newer() {
         Some(Ballot::new(4, 2))
     );
 }
+
+#[test]
+fn retired_segments_stay_until_removed_and_either_way_recovery_agrees() {
+    use storage::Fs;
+    let first_segment = "00000000000000000001.wal".to_string();
+    for remove in [false, true] {
+        let fs = SimFs::new();
+        let dir = Path::new("/n4");
+        let mut store = open(&fs, dir);
+        store
+            .append(&Record::Promise(Ballot::new(4, 2)))
+            .expect("append");
+        for slot in 1..=200 {
+            accept(&mut store, slot, 4, value(slot));
+            store.sync().expect("sync");
+        }
+        store.mark_snapshot(150);
+        store
+            .snapshot_writer()
+            .save(150, b"state at 150")
+            .expect("save");
+        let retired = store.trim_after_snapshot_retiring(150).expect("trim");
+        assert!(!retired.is_empty(), "the trim drops whole segments");
+        let listed = |fs: &SimFs| fs.list(&dir.join("wal")).expect("list");
+        assert!(
+            listed(&fs).contains(&first_segment),
+            "a retired segment stays on disk until removed"
+        );
+        // The log goes on while the files wait for removal.
+        accept(&mut store, 201, 4, value(201));
+        store.sync().expect("sync");
+        if remove {
+            let count = retired.len();
+            assert_eq!(retired.remove().expect("remove"), count);
+            assert!(!listed(&fs).contains(&first_segment));
+        } else {
+            // A crash before the removal: the files are read again.
+            drop(retired);
+        }
+        drop(store);
+        let d = crash_and_reopen(fs, dir, 3).durable;
+        assert_eq!(d.snapshot_slot, 150, "removed: {remove}");
+        assert_eq!(d.promised, Ballot::new(4, 2));
+        assert_eq!(
+            d.accepted.keys().copied().collect::<Vec<_>>(),
+            (151..=201).collect::<Vec<_>>(),
+            "removed: {remove}"
+        );
+    }
+}

@@ -25,4 +25,4 @@ pub use config::{Bug, Config};
 pub use durable::{Durable, Record};
 pub use message::{AcceptedEntry, ClientId, Command, Envelope, Message, Slot, Value};
 pub use output::{Output, ProposeError, ReadId};
-pub use replica::{Replica, Role};
+pub use replica::{Compacted, Replica, Role};

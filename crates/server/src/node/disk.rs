@@ -6,8 +6,8 @@
 //! fsync (group commit) without a hand-off to another thread and back,
 //! which a replicated write would otherwise pay on every member. Any
 //! storage error is returned and stops the node (DESIGN.md rule 2).
-//! Snapshot encoding and saving, and the zero-filling of the log's next
-//! segment, run on the background thread.
+//! Snapshot encoding and saving, the zero-filling of the log's next
+//! segment and the removal of trimmed ones run on the background thread.
 
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use paxos::multi::Record;
 use storage::{
-    ReplicaStore, Restored, SegmentPreparer, Snapshot, SnapshotChunk, SnapshotOptions,
-    SnapshotStore, SpareSegment, StdFile, StdFs, WalOptions,
+    ReplicaStore, Restored, RetiredSegments, SegmentPreparer, Snapshot, SnapshotChunk,
+    SnapshotOptions, SnapshotStore, SpareSegment, StdFile, StdFs, WalOptions,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How often the background thread, when idle, hands freed memory back.
 const RELEASE_MEMORY_EVERY: Duration = Duration::from_secs(2);
@@ -36,6 +36,19 @@ enum Background {
     },
     /// Zero-fill a spare log segment and hand it to the log's owner.
     PrepareSpare,
+    /// Hand freed heap memory back to the kernel (after a snapshot: a
+    /// trim of a large heap took up to 38 ms, which the driver would stall
+    /// for).
+    ReleaseMemory,
+    /// Drop what the driver no longer needs (the log a compaction trimmed
+    /// from memory): freeing it is work the driver need not wait for.
+    Discard(Box<dyn Send>),
+    /// Remove the files of segments the log dropped; a failure is reported
+    /// on `reply` and stops the node.
+    Remove {
+        retired: RetiredSegments<StdFs>,
+        reply: SavedSender,
+    },
 }
 
 /// Writes a state machine image, piece by piece, into the sink it is
@@ -103,9 +116,9 @@ pub fn open(dir: PathBuf) -> Result<(Disk, Restored), storage::Error> {
     Ok((disk, restored))
 }
 
-/// The background thread: encodes and saves snapshots, and zero-fills the
-/// log's next segment, beside the log, so that neither the driver nor the
-/// log waits for them.
+/// The background thread: encodes and saves snapshots, zero-fills the
+/// log's next segment, removes trimmed ones and hands freed memory back,
+/// beside the log, so that neither the driver nor the log waits for them.
 fn run_background(
     mut writer: SnapshotStore<StdFs>,
     mut preparer: SegmentPreparer<StdFs>,
@@ -135,6 +148,24 @@ fn run_background(
                 // disk that is really failing.
                 Err(e) => warn!(%e, "could not prepare a spare log segment"),
             },
+            Background::ReleaseMemory => super::tuning::release_free_memory(),
+            Background::Discard(garbage) => drop(garbage),
+            Background::Remove { retired, reply } => {
+                let started = Instant::now();
+                match retired.remove() {
+                    Ok(removed) => {
+                        let took = started.elapsed();
+                        debug!(
+                            removed,
+                            took_ms = took.as_millis() as u64,
+                            "log segments removed"
+                        );
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(format!("removing trimmed log segments: {e}")));
+                    }
+                }
+            }
         }
     }
 }
@@ -232,18 +263,40 @@ impl Disk {
         self.store.mark_snapshot(slot);
     }
 
-    /// Trims the log after the snapshot at `slot` was saved.
-    pub fn trim(&mut self, slot: u64) -> Result<(), String> {
+    /// Trims the log after the snapshot at `slot` was saved. The dropped
+    /// segments' files are removed by the background thread, which reports
+    /// a failure on `reply`.
+    pub fn trim(&mut self, slot: u64, reply: SavedSender) -> Result<(), String> {
         let started = Instant::now();
-        let trimmed = self
+        let retired = self
             .store
-            .trim_after_snapshot(slot)
-            .map_err(|e| e.to_string());
+            .trim_after_snapshot_retiring(slot)
+            .map_err(|e| e.to_string())?;
         let took = started.elapsed();
         if took >= SLOW_WRITE {
             info!(slot, took_ms = took.as_millis() as u64, "slow log trim");
         }
-        trimmed
+        if retired.is_empty() {
+            return Ok(());
+        }
+        self.background
+            .send(Background::Remove { retired, reply })
+            .map_err(|_| "the background thread has stopped".to_string())
+    }
+
+    /// Has the background thread drop `garbage`.
+    pub fn discard(&self, garbage: Box<dyn Send>) {
+        if let Err(std_mpsc::SendError(Background::Discard(garbage))) =
+            self.background.send(Background::Discard(garbage))
+        {
+            // The thread has stopped: drop it here.
+            drop(garbage);
+        }
+    }
+
+    /// Has the background thread hand freed memory back to the kernel.
+    pub fn release_memory(&self) {
+        let _ = self.background.send(Background::ReleaseMemory);
     }
 
     /// The latest saved snapshot.

@@ -837,15 +837,20 @@ impl Driver {
     async fn snapshot_saved(&mut self, result: Result<Saved, String>) -> Result<(), String> {
         let froze = self.saving.take().unwrap_or_default();
         let saved = result?;
-        self.disk.trim(saved.slot)?;
-        self.replica.compact(saved.slot);
-        super::tuning::release_free_memory();
+        let started = Instant::now();
+        self.disk.trim(saved.slot, self.saved_tx.clone())?;
+        let trimmed = started.elapsed();
+        let compacted = self.replica.compact(saved.slot);
+        self.disk.discard(Box::new(compacted));
+        self.disk.release_memory();
         info!(
             slot = saved.slot,
             bytes = saved.bytes,
             freeze_ms = froze.as_millis() as u64,
             encode_ms = saved.encode.as_millis() as u64,
             write_ms = saved.write.as_millis() as u64,
+            trim_ms = trimmed.as_millis() as u64,
+            compact_ms = (started.elapsed() - trimmed).as_millis() as u64,
             "snapshot saved, log trimmed"
         );
         Ok(())
