@@ -63,6 +63,18 @@ static GLOBAL: Counting = Counting;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 unsafe extern "C" {
     fn malloc_trim(pad: usize) -> i32;
+    fn mallopt(param: i32, value: i32) -> i32;
+}
+
+/// Fixes glibc's mmap threshold at 1 MiB, as a synod member does
+/// (`server::node::tuning`): without it the threshold rises after the first
+/// large free, and what a store frees stays in the heap until a trim.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters. M_MMAP_THRESHOLD is -3.
+    unsafe {
+        mallopt(-3, 1 << 20);
+    }
 }
 
 fn trim() {
@@ -131,6 +143,7 @@ fn main() {
         !n.is_multiple_of(7_919),
         "the stride must be coprime with n"
     );
+    tune_allocator();
     let raw = n * (KEY_BYTES + VALUE_BYTES);
     let ctx = ApplyContext { now_ms: 0 };
     let base_rss = rss_bytes();
@@ -167,27 +180,6 @@ fn main() {
         rss: rss_bytes(),
         live: LIVE.load(Relaxed) - base_live,
     });
-    // A snapshot freezes a copy on the serving thread: what that stall costs.
-    let t = Instant::now();
-    let frozen = store.frozen();
-    let freeze_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let mut snapshot_bytes = 0;
-    frozen
-        .write_snapshot(|piece| {
-            snapshot_bytes += piece.len();
-            Ok::<(), std::convert::Infallible>(())
-        })
-        .expect("infallible");
-    let encode_s = t.elapsed().as_secs_f64();
-    drop(frozen);
-    println!(
-        "snapshot of {} records: freeze {:.1} ms (the serving thread's stall), encode {:.0} ms, {:.1} MiB",
-        store.record_count(),
-        freeze_s * 1e3,
-        encode_s * 1e3,
-        mib(snapshot_bytes)
-    );
     let t = Instant::now();
     let revision = store.revision();
     store
@@ -238,6 +230,41 @@ fn main() {
         compact_s,
         hash_s
     );
+    drop(store);
+    trim();
+
+    // ---- snapshot ----
+    // A snapshot freezes a copy on the serving thread (what that stall
+    // costs), then encodes it on another; here both on this one, for a
+    // tenth of the keys with 11 revisions each.
+    let keys = (n / 10).max(1);
+    let mut store = Store::default();
+    for round in 0..=10 {
+        for i in 0..keys {
+            store.apply(&put(i, round), ctx).expect("put");
+        }
+    }
+    let t = Instant::now();
+    let frozen = store.frozen();
+    let freeze_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut snapshot_bytes = 0;
+    frozen
+        .write_snapshot(|piece| {
+            snapshot_bytes += piece.len();
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .expect("infallible");
+    let encode_s = t.elapsed().as_secs_f64();
+    println!();
+    println!(
+        "snapshot of {keys} keys, {} records: freeze {:.1} ms (the serving thread's stall), encode {:.0} ms, {:.1} MiB",
+        store.record_count(),
+        freeze_s * 1e3,
+        encode_s * 1e3,
+        mib(snapshot_bytes)
+    );
+    drop(frozen);
     drop(store);
     trim();
 
