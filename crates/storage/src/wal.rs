@@ -488,6 +488,17 @@ impl<F: Fs> Wal<F> {
         Ok(self.durable_lsn)
     }
 
+    /// How many of the oldest segments hold only records below `lsn`: each
+    /// one whose successor starts at or below it. The active segment (the
+    /// last) is never among them.
+    fn segments_wholly_before(&self, lsn: Lsn) -> usize {
+        self.segments
+            .iter()
+            .skip(1)
+            .take_while(|next| next.first_lsn <= lsn)
+            .count()
+    }
+
     /// Like [`Wal::truncate_before`], but the log only forgets the segments: removing their
     /// files is left to the returned [`RetiredSegments`], on whichever thread can wait for
     /// it. Files not yet removed when the node stops are read again at recovery, as after a
@@ -499,12 +510,8 @@ impl<F: Fs> Wal<F> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
-        let mut paths = Vec::new();
-        while self.segments.len() >= 2 && self.segments[1].first_lsn <= lsn {
-            if let Some(segment) = self.segments.pop_front() {
-                paths.push(segment.path);
-            }
-        }
+        let whole = self.segments_wholly_before(lsn);
+        let paths = self.segments.drain(..whole).map(|s| s.path).collect();
         Ok(RetiredSegments {
             fs: self.fs.clone(),
             dir: self.dir.clone(),
@@ -522,7 +529,7 @@ impl<F: Fs> Wal<F> {
         let mut removed = 0;
         let mut result = Ok(());
         // Oldest first, so that a crash part-way leaves a contiguous log.
-        while self.segments.len() >= 2 && self.segments[1].first_lsn <= lsn {
+        for _ in 0..self.segments_wholly_before(lsn) {
             let path = self.segments[0].path.clone();
             if let Err(source) = self.fs.remove(&path) {
                 result = Err(Error::Io {

@@ -137,6 +137,20 @@ fn crash_and_reopen(fs: SimFs, dir: &Path, word: u64) -> storage::Restored {
         .1
 }
 
+/// A store under `dir` that promised ballot 4 and accepted `value(slot)`
+/// for slots `1..=last`, each synced.
+fn with_accepted(fs: &SimFs, dir: &Path, last: u64) -> ReplicaStore<SimFs> {
+    let mut store = open(fs, dir);
+    store
+        .append(&Record::Promise(Ballot::new(4, 2)))
+        .expect("append");
+    for slot in 1..=last {
+        accept(&mut store, slot, 4, value(slot));
+        store.sync().expect("sync");
+    }
+    store
+}
+
 fn accept(store: &mut ReplicaStore<SimFs>, slot: u64, round: u64, value: Value) {
     store
         .append(&Record::Accept {
@@ -151,14 +165,7 @@ fn accept(store: &mut ReplicaStore<SimFs>, slot: u64, round: u64, value: Value) 
 fn a_snapshot_saved_on_the_side_then_trimmed_matches_a_checkpoint() {
     let fs = SimFs::new();
     let dir = Path::new("/n2");
-    let mut store = open(&fs, dir);
-    store
-        .append(&Record::Promise(Ballot::new(4, 2)))
-        .expect("append");
-    for slot in 1..=120 {
-        accept(&mut store, slot, 4, value(slot));
-        store.sync().expect("sync");
-    }
+    let mut store = with_accepted(&fs, dir, 120);
     // Trimming before a snapshot that new exists is refused.
     let refused = store.trim_after_snapshot(100).expect_err("no snapshot yet");
     assert!(
@@ -246,14 +253,7 @@ fn retired_segments_stay_until_removed_and_either_way_recovery_agrees() {
     for remove in [false, true] {
         let fs = SimFs::new();
         let dir = Path::new("/n4");
-        let mut store = open(&fs, dir);
-        store
-            .append(&Record::Promise(Ballot::new(4, 2)))
-            .expect("append");
-        for slot in 1..=200 {
-            accept(&mut store, slot, 4, value(slot));
-            store.sync().expect("sync");
-        }
+        let mut store = with_accepted(&fs, dir, 200);
         store.mark_snapshot(150);
         store
             .snapshot_writer()

@@ -286,12 +286,8 @@ impl Disk {
 
     /// Has the background thread drop `garbage`.
     pub fn discard(&self, garbage: Box<dyn Send>) {
-        if let Err(std_mpsc::SendError(Background::Discard(garbage))) =
-            self.background.send(Background::Discard(garbage))
-        {
-            // The thread has stopped: drop it here.
-            drop(garbage);
-        }
+        // If the thread has stopped, the returned error drops it here.
+        let _ = self.background.send(Background::Discard(garbage));
     }
 
     /// Has the background thread hand freed memory back to the kernel.
