@@ -64,14 +64,14 @@ pub use fs::{Fs, FsFile};
 pub use replica::{RECORD_TYPE_PAXOS, ReplicaStore, Restored};
 pub use sim_fs::{SimFile, SimFs};
 pub use snapshot::{
-    SNAPSHOT_BLOCK_BYTES_LIMIT, SNAPSHOT_HEADER_BYTES, Snapshot, SnapshotOptions, SnapshotSave,
-    SnapshotStore,
+    SAVE_SYNC_CHUNK_BYTES, SNAPSHOT_BLOCK_BYTES_LIMIT, SNAPSHOT_HEADER_BYTES, Snapshot,
+    SnapshotOptions, SnapshotSave, SnapshotStore,
 };
 pub use std_fs::{StdFile, StdFs};
 pub use transfer::{
     ChunkOutcome, ResumePoint, SnapshotChunk, SnapshotChunks, SnapshotReceiver, SnapshotSender,
 };
 pub use wal::{
-    Lsn, Record, Recovered, RetiredSegments, SEGMENT_BYTES_LIMIT, SegmentPreparer, SpareSegment,
-    TornTail, Wal, WalOptions,
+    Lsn, Record, Recovered, RetiredSegments, SEGMENT_BYTES_LIMIT, SPARE_SYNC_CHUNK_BYTES,
+    SegmentPreparer, SpareSegment, TornTail, Wal, WalOptions,
 };

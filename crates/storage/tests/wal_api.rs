@@ -174,3 +174,30 @@ fn a_spare_segment_prepared_elsewhere_becomes_the_next_segment() {
     assert_eq!(recovered.records.last().map(|r| r.lsn), Some(last));
     assert!(recovered.records.iter().all(|r| r.payload == [0xab; 100]));
 }
+
+#[test]
+fn a_paced_spare_pauses_between_synced_pieces_and_serves_the_next_roll() {
+    let fs = SimFs::new();
+    let options = WalOptions {
+        segment_bytes_max: 2 * storage::SPARE_SYNC_CHUNK_BYTES + 100,
+        ..small()
+    };
+    let (mut wal, _) = Wal::open(fs.clone(), dir(), options).expect("open");
+    let mut preparer = wal.segment_preparer();
+    let mut pauses = 0;
+    let spare = preparer.prepare_paced(|| pauses += 1).expect("prepare");
+    // Three pieces (two whole, one of 100 bytes): a pause between each.
+    assert_eq!(pauses, 2);
+    wal.offer_spare(spare);
+    assert!(!wal.needs_spare());
+    let mut last = Lsn(0);
+    while wal.segment_count() < 2 {
+        last = wal.append(7, &[0xcd; 100]).expect("append");
+    }
+    wal.sync().expect("sync");
+    assert!(wal.needs_spare(), "the roll used the paced spare");
+    drop(wal);
+    fs.crash(5);
+    let (_, recovered) = Wal::open(fs, dir(), options).expect("reopen");
+    assert_eq!(recovered.records.last().map(|r| r.lsn), Some(last));
+}

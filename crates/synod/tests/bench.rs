@@ -71,8 +71,44 @@ fn bench_workloads_do_what_they_say_against_a_cluster() {
 
     // Puts: exactly the asked number, all acknowledged, and they are in
     // the store (50 keys, one revision per put).
-    let (table, put) = run(&["--workload", "put", "--clients", "8", "--total", "300"]);
+    let timeline = dir.join("timeline.txt");
+    let (table, put) = run(&[
+        "--workload",
+        "put",
+        "--clients",
+        "8",
+        "--total",
+        "300",
+        "--timeline",
+        timeline.to_str().expect("path"),
+    ]);
     assert!(table.contains("throughput"), "{table}");
+    // The timeline has every measured put: its client, when it started
+    // (ms since the UNIX epoch, in order) and how long it took.
+    let lines = std::fs::read_to_string(&timeline).expect("timeline written");
+    let ops: Vec<(usize, f64, f64)> = lines
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            assert_eq!(f.len(), 3, "{line}");
+            let parse = |s: &str| s.parse::<f64>().expect("a number");
+            (f[0].parse().expect("client"), parse(f[1]), parse(f[2]))
+        })
+        .collect();
+    assert_eq!(ops.len(), 300);
+    assert!(
+        ops.iter()
+            .all(|&(client, _, latency)| client < 8 && latency > 0.0)
+    );
+    assert!(ops.windows(2).all(|w| w[0].1 <= w[1].1), "sorted by start");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as f64;
+    assert!(
+        ops.iter()
+            .all(|&(_, start, _)| start <= now_ms && start > now_ms - 600_000.0)
+    );
     assert_eq!(number(&put, &["result", "ops"]), 300.0);
     assert_eq!(number(&put, &["result", "errors"]), 0.0);
     assert_eq!(number(&put, &["result", "timeouts"]), 0.0);

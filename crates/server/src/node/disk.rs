@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use paxos::multi::Record;
 use storage::{
-    ReplicaStore, Restored, RetiredSegments, SegmentPreparer, Snapshot, SnapshotChunk,
-    SnapshotOptions, SnapshotStore, SpareSegment, StdFile, StdFs, WalOptions,
+    ReplicaStore, Restored, RetiredSegments, SAVE_SYNC_CHUNK_BYTES, SPARE_SYNC_CHUNK_BYTES,
+    SegmentPreparer, Snapshot, SnapshotChunk, SnapshotOptions, SnapshotStore, SpareSegment,
+    StdFile, StdFs, WalOptions,
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// How often the background thread, when idle, hands freed memory back.
 const RELEASE_MEMORY_EVERY: Duration = Duration::from_secs(2);
@@ -34,8 +35,9 @@ enum Background {
         image: ImageWriter,
         reply: SavedSender,
     },
-    /// Zero-fill a spare log segment and hand it to the log's owner.
-    PrepareSpare,
+    /// Zero-fill a spare log segment and hand it to the log's owner,
+    /// spreading the writes over about `spread` (see [`spare_spread`]).
+    PrepareSpare { spread: Duration },
     /// Hand freed heap memory back to the kernel (after a snapshot: a
     /// trim of a large heap took up to 38 ms, which the driver would stall
     /// for).
@@ -73,6 +75,8 @@ pub struct Saved {
     /// Time spent writing and syncing it (interleaved with encoding: the
     /// image goes to the file in pieces and is never held whole).
     pub write: Duration,
+    /// Time spent pausing between pieces, to leave the disk to the log.
+    pub paused: Duration,
 }
 
 /// The log, owned by the driver, and a handle to the background thread
@@ -84,6 +88,24 @@ pub struct Disk {
     spares: std_mpsc::Receiver<SpareSegment<StdFile>>,
     /// A spare segment was asked for and has not arrived yet.
     spare_asked: bool,
+    /// When the last one was asked for: a roll had just used the one
+    /// before, so the time between asks is how long a segment lasts.
+    spare_last_asked: Option<Instant>,
+}
+
+/// The longest a spare segment's zero-filling is spread over.
+const SPARE_SPREAD_MAX: Duration = Duration::from_secs(2);
+
+/// How long to spread the zero-filling of a spare over, given how long the
+/// last segment lasted: a quarter of that, so the spare is ready well
+/// before the roll that needs it, and at most [`SPARE_SPREAD_MAX`]. The
+/// first spare, with nothing to go by, takes half of that: a log that
+/// fills a segment faster than that has its roll fill its own segment.
+fn spare_spread(segment_lasted: Option<Duration>) -> Duration {
+    match segment_lasted {
+        Some(lasted) => (lasted / 4).min(SPARE_SPREAD_MAX),
+        None => SPARE_SPREAD_MAX / 2,
+    }
 }
 
 /// Opens the store under `dir` (recovering it) and starts the background
@@ -112,6 +134,7 @@ pub fn open(dir: PathBuf) -> Result<(Disk, Restored), storage::Error> {
         background,
         spares,
         spare_asked: false,
+        spare_last_asked: None,
     };
     Ok((disk, restored))
 }
@@ -140,14 +163,21 @@ fn run_background(
             Background::Save { slot, image, reply } => {
                 let _ = reply.send(save(&mut writer, slot, image).map_err(|e| e.to_string()));
             }
-            Background::PrepareSpare => match preparer.prepare() {
-                Ok(spare) => {
-                    let _ = spares.send(spare);
+            Background::PrepareSpare { spread } => {
+                let started = Instant::now();
+                let pieces = preparer.len_bytes().div_ceil(SPARE_SYNC_CHUNK_BYTES).max(1);
+                let pause = spread / u32::try_from(pieces).unwrap_or(u32::MAX);
+                match preparer.prepare_paced(|| std::thread::sleep(pause)) {
+                    Ok(spare) => {
+                        let took_ms = started.elapsed().as_millis() as u64;
+                        info!(took_ms, "spare log segment prepared");
+                        let _ = spares.send(spare);
+                    }
+                    // The roll then fills its own segment, and reports a
+                    // disk that is really failing.
+                    Err(e) => warn!(%e, "could not prepare a spare log segment"),
                 }
-                // The roll then fills its own segment, and reports a
-                // disk that is really failing.
-                Err(e) => warn!(%e, "could not prepare a spare log segment"),
-            },
+            }
             Background::ReleaseMemory => super::tuning::release_free_memory(),
             Background::Discard(garbage) => drop(garbage),
             Background::Remove { retired, reply } => {
@@ -155,7 +185,7 @@ fn run_background(
                 match retired.remove() {
                     Ok(removed) => {
                         let took = started.elapsed();
-                        debug!(
+                        info!(
                             removed,
                             took_ms = took.as_millis() as u64,
                             "log segments removed"
@@ -170,8 +200,15 @@ fn run_background(
     }
 }
 
+/// Pause after each synced piece of a snapshot, so that the log's fsyncs
+/// on the same disk find it idle more often: beside three 55 MB saves in
+/// 512 KiB pieces, three fsync loops took 0.78 ms at the median and 4.6 ms
+/// at the 99th percentile without it, 0.28 and 1.7 ms with it
+/// (docs/BENCHMARKS.md).
+const SAVE_PAUSE: Duration = Duration::from_millis(2);
+
 /// Streams the image into a new snapshot file, timing the writes apart
-/// from the encoding between them.
+/// from the encoding between them, pausing after each synced piece.
 fn save(
     writer: &mut SnapshotStore<StdFs>,
     slot: u64,
@@ -179,12 +216,19 @@ fn save(
 ) -> Result<Saved, storage::Error> {
     let started = Instant::now();
     let mut write = Duration::ZERO;
+    let mut paused = Duration::ZERO;
     let mut save = writer.begin(slot)?;
     image(&mut |piece| {
-        let at = Instant::now();
-        let written = save.write(piece);
-        write += at.elapsed();
-        written
+        for part in piece.chunks(SAVE_SYNC_CHUNK_BYTES) {
+            let at = Instant::now();
+            save.write(part)?;
+            write += at.elapsed();
+            if part.len() == SAVE_SYNC_CHUNK_BYTES {
+                std::thread::sleep(SAVE_PAUSE);
+                paused += SAVE_PAUSE;
+            }
+        }
+        Ok(())
     })?;
     let at = Instant::now();
     let bytes = save.finish()?;
@@ -192,8 +236,9 @@ fn save(
     Ok(Saved {
         slot,
         bytes,
-        encode: started.elapsed().saturating_sub(write),
+        encode: started.elapsed().saturating_sub(write + paused),
         write,
+        paused,
     })
 }
 
@@ -205,7 +250,13 @@ impl Disk {
             self.spare_asked = false;
         }
         if !self.spare_asked && self.store.needs_spare() {
-            self.spare_asked = self.background.send(Background::PrepareSpare).is_ok();
+            let now = Instant::now();
+            let spread = spare_spread(self.spare_last_asked.map(|at| now - at));
+            self.spare_last_asked = Some(now);
+            self.spare_asked = self
+                .background
+                .send(Background::PrepareSpare { spread })
+                .is_ok();
         }
     }
 
@@ -309,5 +360,22 @@ impl Disk {
         self.store
             .receive(chunk, applied)
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spare_is_spread_over_a_quarter_of_a_segment_s_life_within_bounds() {
+        let secs = Duration::from_secs;
+        assert_eq!(spare_spread(Some(secs(4))), secs(1));
+        assert_eq!(
+            spare_spread(Some(Duration::from_millis(400))),
+            Duration::from_millis(100)
+        );
+        assert_eq!(spare_spread(Some(secs(60))), SPARE_SPREAD_MAX);
+        assert_eq!(spare_spread(None), SPARE_SPREAD_MAX / 2);
     }
 }

@@ -849,6 +849,7 @@ impl Driver {
             freeze_ms = froze.as_millis() as u64,
             encode_ms = saved.encode.as_millis() as u64,
             write_ms = saved.write.as_millis() as u64,
+            paused_ms = saved.paused.as_millis() as u64,
             trim_ms = trimmed.as_millis() as u64,
             compact_ms = (started.elapsed() - trimmed).as_millis() as u64,
             "snapshot saved, log trimmed"

@@ -13,7 +13,7 @@ mod record;
 mod stats;
 mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,6 +123,13 @@ struct RunArgs {
     /// Append the results as one JSON line to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write every measured operation to this file, one line each: client,
+    /// start (ms since the UNIX epoch, to set beside the members' logs) and
+    /// latency (ms), in order of start;
+    /// shows whether slow operations bunch in time (a stall) or belong to
+    /// some clients (unfairness).
+    #[arg(long)]
+    timeline: Option<PathBuf>,
     /// Process ids whose resident memory is read after the run.
     #[arg(long, value_delimiter = ',')]
     rss_pids: Vec<u32>,
@@ -248,6 +255,9 @@ async fn load(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     let epoch = Instant::now();
+    let epoch_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let watching = args.workload == Workload::Watch;
     // Watch streams are opened and confirmed before the clock starts:
     // creating them is not the load being measured.
@@ -295,6 +305,7 @@ async fn load(args: RunArgs) -> anyhow::Result<ExitCode> {
         stop_at,
         budget: AtomicU64::new(args.total.unwrap_or(u64::MAX)),
         done: AtomicU64::new(0),
+        timeline: args.timeline.is_some(),
     });
     let _ = plan_tx.send(Some(Arc::clone(&plan)));
 
@@ -361,6 +372,9 @@ async fn load(args: RunArgs) -> anyhow::Result<ExitCode> {
             delivery_ms: delivered.latency_ms,
             errors: delivered.errors,
         });
+    }
+    if let Some(path) = &args.timeline {
+        write_timeline(path, epoch_unix, &mut recorder.timeline)?;
     }
     let result = recorder.summarize(window);
     let rss_mib = args.rss_pids.iter().map(|&pid| rss_mib(pid)).collect();
@@ -472,4 +486,28 @@ fn render(run: &RunRecord) -> String {
         let _ = writeln!(out, "  rss MiB     {}", rss.join("  "));
     }
     out
+}
+
+/// Writes `--timeline`'s file: `client start_ms latency_ms` per line, by
+/// start.
+fn write_timeline(
+    path: &Path,
+    epoch_unix: Duration,
+    timeline: &mut [(usize, u64, u64)],
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    timeline.sort_unstable_by_key(|&(_, start, _)| start);
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for &(client, start, latency) in timeline.iter() {
+        writeln!(
+            out,
+            "{client} {:.3} {:.3}",
+            epoch_unix.as_secs_f64() * 1e3 + start as f64 / 1e6,
+            latency as f64 / 1e6
+        )?;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -25,6 +25,9 @@ pub struct Recorder {
     /// When the last measured operation ended: a run of a fixed number of
     /// operations is measured up to here.
     pub last_end: Option<std::time::Instant>,
+    /// Every measured operation as (client, start since the plan's epoch,
+    /// latency) in nanoseconds, when a timeline was asked for.
+    pub timeline: Vec<(usize, u64, u64)>,
 }
 
 impl Recorder {
@@ -39,6 +42,7 @@ impl Recorder {
         self.cas_failed += other.cas_failed;
         self.revision = self.revision.max(other.revision);
         self.last_end = self.last_end.max(other.last_end);
+        self.timeline.extend(other.timeline);
     }
 
     /// Counts an error under its message.

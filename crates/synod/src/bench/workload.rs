@@ -74,6 +74,8 @@ pub struct Plan {
     pub budget: AtomicU64,
     /// Operations completed, warm-up included, for progress.
     pub done: AtomicU64,
+    /// Keep every operation's start and latency (see `--timeline`).
+    pub timeline: bool,
 }
 
 impl Plan {
@@ -176,9 +178,14 @@ pub async fn client(plan: Arc<Plan>, channel: Conn, index: usize, seed: u64) -> 
         }
         recorder.last_end = recorder.last_end.max(Some(end));
         match outcome {
-            Ok(_) => recorder
-                .latencies_ns
-                .push(u64::try_from((end - start).as_nanos()).unwrap_or(u64::MAX)),
+            Ok(_) => {
+                let latency = u64::try_from((end - start).as_nanos()).unwrap_or(u64::MAX);
+                recorder.latencies_ns.push(latency);
+                if plan.timeline {
+                    let started = plan.since_epoch_ns(start);
+                    recorder.timeline.push((index, started, latency));
+                }
+            }
             Err(status) if status.code() == tonic::Code::DeadlineExceeded => recorder.timeouts += 1,
             Err(status) => {
                 recorder.error(status.message().to_owned());
