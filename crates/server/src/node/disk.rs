@@ -202,9 +202,9 @@ fn run_background(
 
 /// Pause after each synced piece of a snapshot, so that the log's fsyncs
 /// on the same disk find it idle more often: beside three 55 MB saves in
-/// 512 KiB pieces, three fsync loops took 0.78 ms at the median and 4.6 ms
-/// at the 99th percentile without it, 0.28 and 1.7 ms with it
-/// (docs/BENCHMARKS.md).
+/// 512 KiB pieces, three fsync loops took 0.98 ms at the median and 6.3 ms
+/// at the 99th percentile without it, 0.38 and 1.7 ms with it
+/// (`bench/fsync_beside_bulk.py`, docs/BENCHMARKS.md).
 const SAVE_PAUSE: Duration = Duration::from_millis(2);
 
 /// Streams the image into a new snapshot file, timing the writes apart
