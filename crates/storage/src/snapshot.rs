@@ -364,15 +364,20 @@ pub(crate) fn list_snapshots<F: Fs>(fs: &F, dir: &Path) -> Result<Vec<u64>> {
     Ok(indexes)
 }
 
+/// How older snapshots are removed once a new one is in place: at once, or cut down
+/// `step_bytes` at a time with `pause` after each cut (see `fs::remove_gently`).
+pub(crate) type Pacing<'a> = Option<(u64, &'a mut dyn FnMut())>;
+
 /// Make a fully written temp snapshot durable, rename it into place, make that durable, then
-/// remove older snapshots. Any failed sync is returned as [`Error::SyncFailed`]; the caller
-/// poisons itself.
+/// remove older snapshots (paced by `pacing`). Any failed sync is returned as
+/// [`Error::SyncFailed`]; the caller poisons itself.
 pub(crate) fn install<F: Fs>(
     fs: &F,
     dir: &Path,
     file: &mut F::File,
     temp: &Path,
     index: u64,
+    pacing: Pacing<'_>,
 ) -> Result<()> {
     file.sync_all().map_err(|source| Error::SyncFailed {
         file: temp.to_path_buf(),
@@ -391,6 +396,11 @@ pub(crate) fn install<F: Fs>(
         .into_iter()
         .filter(|i| *i < index)
         .collect();
+    if let Some((step_bytes, pause)) = pacing {
+        let paths: Vec<PathBuf> = older.iter().map(|i| dir.join(snapshot_name(*i))).collect();
+        crate::fs::remove_gently(fs, dir, &paths, TEMP_SUFFIX, step_bytes, pause)?;
+        return Ok(());
+    }
     for old in &older {
         let old_path = dir.join(snapshot_name(*old));
         fs.remove(&old_path)
@@ -473,7 +483,18 @@ impl<F: Fs> SnapshotSave<'_, F> {
     /// Writes the header, syncs, renames the file into place, syncs the
     /// directory and removes older snapshots; returns the image's size.
     /// When this returns `Ok`, the log before the index may be truncated.
-    pub fn finish(mut self) -> Result<u64> {
+    pub fn finish(self) -> Result<u64> {
+        self.finish_with(None)
+    }
+
+    /// Like [`SnapshotSave::finish`], but the older snapshots' files are cut
+    /// down `step_bytes` at a time, each cut synced and followed by `pause`,
+    /// before they are unlinked, so the disk frees them in pieces.
+    pub fn finish_paced(self, step_bytes: u64, mut pause: impl FnMut()) -> Result<u64> {
+        self.finish_with(Some((step_bytes, &mut pause)))
+    }
+
+    fn finish_with(mut self, pacing: Pacing<'_>) -> Result<u64> {
         let Some(mut file) = self.file.take() else {
             return Err(Error::SaveAbandoned {
                 file: self.temp.clone(),
@@ -491,7 +512,10 @@ impl<F: Fs> SnapshotSave<'_, F> {
             }
         };
         let store = &mut *self.store;
-        install(&store.fs, &store.dir, &mut file, &self.temp, self.index).inspect_err(|e| {
+        let installed = install(
+            &store.fs, &store.dir, &mut file, &self.temp, self.index, pacing,
+        );
+        installed.inspect_err(|e| {
             if matches!(e, Error::SyncFailed { .. }) {
                 store.poisoned = true;
             }

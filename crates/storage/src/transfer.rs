@@ -418,7 +418,15 @@ impl<F: Fs> SnapshotReceiver<F> {
                 ),
             ));
         }
-        install(&self.fs, &self.dir, &mut partial.file, &path, header.index).inspect_err(|e| {
+        install(
+            &self.fs,
+            &self.dir,
+            &mut partial.file,
+            &path,
+            header.index,
+            None,
+        )
+        .inspect_err(|e| {
             if matches!(e, Error::SyncFailed { .. }) {
                 self.poisoned = true;
             }

@@ -221,14 +221,33 @@ impl<F: Fs> RetiredSegments<F> {
             removed += 1;
         }
         if removed > 0 {
-            self.fs
-                .sync_dir(&self.dir)
-                .map_err(|source| Error::SyncFailed {
-                    file: self.dir.clone(),
-                    source,
-                })?;
+            self.sync_dir()?;
         }
         Ok(removed)
+    }
+
+    /// Removes the files as [`RetiredSegments::remove`] does, but gently for the disk (see
+    /// `fs::remove_gently`): renamed oldest first to temporary names that recovery deletes,
+    /// then cut down by `step_bytes` at a time, every cut synced and followed by `pause`,
+    /// and unlinked. Returns how many were removed.
+    pub fn remove_paced(self, step_bytes: u64, mut pause: impl FnMut()) -> Result<usize> {
+        crate::fs::remove_gently(
+            &self.fs,
+            &self.dir,
+            &self.paths,
+            TEMP_SUFFIX,
+            step_bytes,
+            &mut pause,
+        )
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|source| Error::SyncFailed {
+                file: self.dir.clone(),
+                source,
+            })
     }
 }
 

@@ -288,3 +288,60 @@ fn retired_segments_stay_until_removed_and_either_way_recovery_agrees() {
         );
     }
 }
+
+#[test]
+fn a_paced_removal_cut_short_by_a_crash_at_any_step_recovers_the_same_log() {
+    use storage::Fs;
+    let dir = Path::new("/n5");
+    let wal_files = |fs: &SimFs| fs.list(&dir.join("wal")).expect("list");
+    // `crash_at` counts the pauses (one after each synced cut); `None`
+    // lets the removal finish.
+    let run = |crash_at: Option<usize>| -> (usize, Vec<String>) {
+        let fs = SimFs::new();
+        let mut store = with_accepted(&fs, dir, 200);
+        store.mark_snapshot(150);
+        store
+            .snapshot_writer()
+            .save(150, b"state at 150")
+            .expect("save");
+        let retired = store.trim_after_snapshot_retiring(150).expect("trim");
+        let count = retired.len();
+        assert!(count > 0, "the trim drops whole segments");
+        let mut pauses = 0;
+        let crasher = fs.clone();
+        let outcome = retired.remove_paced(100, || {
+            if crash_at == Some(pauses) {
+                crasher.crash(pauses as u64 + 7);
+            }
+            pauses += 1;
+        });
+        // After a crash the removal goes on against the rebooted disk (its
+        // file handles fail, names still resolve); what counts is below.
+        if crash_at.is_none() {
+            assert_eq!(outcome.expect("removed"), count);
+        }
+        drop(store);
+        let d = crash_and_reopen(fs.clone(), dir, 3).durable;
+        assert_eq!(d.snapshot_slot, 150, "crash at pause {crash_at:?}");
+        assert_eq!(d.promised, Ballot::new(4, 2));
+        assert_eq!(
+            d.accepted.keys().copied().collect::<Vec<_>>(),
+            (151..=200).collect::<Vec<_>>(),
+            "crash at pause {crash_at:?}"
+        );
+        (pauses, wal_files(&fs))
+    };
+    let (pauses, left) = run(None);
+    assert!(pauses > 2, "several cuts per segment: {pauses}");
+    assert!(
+        left.iter().all(|name| !name.ends_with(".tmp")),
+        "nothing temporary is left: {left:?}"
+    );
+    for crash_at in 0..pauses {
+        let (_, left) = run(Some(crash_at));
+        assert!(
+            left.iter().all(|name| !name.ends_with(".tmp")),
+            "recovery deleted the cut files: {left:?}"
+        );
+    }
+}

@@ -518,3 +518,53 @@ fn a_complete_transfer_whose_install_failed_is_installed_on_restart() {
         Some(Snapshot { index: 90, data })
     );
 }
+
+#[test]
+fn a_paced_save_cut_short_by_a_crash_at_any_step_loads_the_new_snapshot() {
+    let dir = Path::new("/snaps-paced");
+    let old = image(1, 1000);
+    let new = image(2, 700);
+    // `crash_at` counts the pauses (one after each synced cut of the older
+    // snapshot); `None` lets the save finish.
+    let run = |crash_at: Option<usize>| -> (usize, Vec<String>) {
+        let fs = SimFs::new();
+        let mut store = SnapshotStore::open(fs.clone(), dir, options()).expect("open");
+        store.save(5, &old).expect("save the older snapshot");
+        let mut save = store.begin(9).expect("begin");
+        save.write(&new).expect("write");
+        let mut pauses = 0;
+        let crasher = fs.clone();
+        let finished = save.finish_paced(100, || {
+            if crash_at == Some(pauses) {
+                crasher.crash(pauses as u64 + 11);
+            }
+            pauses += 1;
+        });
+        if crash_at.is_none() {
+            assert_eq!(finished.expect("finish"), new.len() as u64);
+        }
+        drop(store);
+        fs.crash(3);
+        let store = SnapshotStore::open(fs.clone(), dir, options()).expect("reopen");
+        assert_eq!(
+            store.load_latest().expect("load"),
+            Some(Snapshot {
+                index: 9,
+                data: new.clone()
+            }),
+            "crash at pause {crash_at:?}"
+        );
+        (pauses, snapshot_files(&fs, dir))
+    };
+    let (pauses, left) = run(None);
+    assert!(pauses > 2, "several cuts: {pauses}");
+    assert_eq!(left, vec![format!("snapshot-{:020}.snap", 9)]);
+    for crash_at in 0..pauses {
+        let (_, left) = run(Some(crash_at));
+        assert_eq!(
+            left,
+            vec![format!("snapshot-{:020}.snap", 9)],
+            "crash at pause {crash_at:?}"
+        );
+    }
+}

@@ -182,7 +182,8 @@ fn run_background(
             Background::Discard(garbage) => drop(garbage),
             Background::Remove { retired, reply } => {
                 let started = Instant::now();
-                match retired.remove() {
+                let pause = || std::thread::sleep(RETIRE_PAUSE);
+                match retired.remove_paced(RETIRE_STEP_BYTES, pause) {
                     Ok(removed) => {
                         let took = started.elapsed();
                         info!(
@@ -199,6 +200,13 @@ fn run_background(
         }
     }
 }
+
+/// A trimmed segment's or an older snapshot's file is cut down by this
+/// much at a time before it is unlinked, each cut followed by
+/// [`RETIRE_PAUSE`]: the disk frees it in pieces instead of at once (see
+/// `RetiredSegments::remove_paced`, `SnapshotSave::finish_paced`).
+const RETIRE_STEP_BYTES: u64 = 8 << 20;
+const RETIRE_PAUSE: Duration = Duration::from_millis(5);
 
 /// Pause after each synced piece of a snapshot, so that the log's fsyncs
 /// on the same disk find it idle more often: beside three 55 MB saves in
@@ -231,7 +239,7 @@ fn save(
         Ok(())
     })?;
     let at = Instant::now();
-    let bytes = save.finish()?;
+    let bytes = save.finish_paced(RETIRE_STEP_BYTES, || std::thread::sleep(RETIRE_PAUSE))?;
     write += at.elapsed();
     Ok(Saved {
         slot,
