@@ -15,8 +15,10 @@
 # that count over the time it took. The other workloads run for DURATION
 # seconds each.
 #
-# Results: target/bench-compare/results.jsonl (JSON lines), table.md and
-# the members' logs. etcd is Debian's etcd-server, installed if missing.
+# Results: target/bench-compare/results.jsonl (JSON lines), table.md, the
+# members' logs and each run's timeline (SYSTEM-N.timeline: every operation's
+# client, start in ms since the UNIX epoch and latency, to set a slow stretch
+# beside the logs). etcd is Debian's etcd-server, installed if missing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -92,12 +94,15 @@ start() {
 }
 
 # bench SYSTEM ARGS...: one measured run against the cluster's leader.
+RUN=0
 bench() {
     local system=$1
     shift
+    RUN=$((RUN + 1))
     "$SYNOD" bench --label "$system" --endpoints "$ENDPOINTS" --target leader \
         --duration "$DURATION" --warmup "$WARMUP" --val-size 256 --key-space 10000 \
-        --json "$RESULTS" --rss-pids "$(IFS=,; echo "${PIDS[*]}")" "$@"
+        --json "$RESULTS" --rss-pids "$(IFS=,; echo "${PIDS[*]}")" \
+        --timeline "$OUT/$system-$RUN.timeline" "$@"
 }
 
 log "floor: append+fdatasync on this disk, loopback gRPC round trip"
@@ -107,6 +112,7 @@ for system in synod etcd; do
     if [[ -n "$ONLY" && "$ONLY" != "$system" ]]; then continue; fi
     log "$system: starting 3 members"
     start "$system"
+    RUN=0
     # No warm-up (its puts would not be counted): the same data in both.
     WARMUP=0 bench "$system" --workload put --clients 1 --total $((PUTS / 10))
     WARMUP=0 bench "$system" --workload put --clients 64 --total "$PUTS"
