@@ -166,8 +166,19 @@ fn run_background(
             Background::PrepareSpare { spread } => {
                 let started = Instant::now();
                 let pieces = preparer.len_bytes().div_ceil(SPARE_SYNC_CHUNK_BYTES).max(1);
-                let pause = spread / u32::try_from(pieces).unwrap_or(u32::MAX);
-                match preparer.prepare_paced(|| std::thread::sleep(pause)) {
+                let step = spread / u32::try_from(pieces).unwrap_or(u32::MAX);
+                // Each piece is due `step` after the one before: the pause is
+                // what is left of that after the piece's own write and sync,
+                // so a slow disk does not stretch the fill past `spread`.
+                let mut due = started;
+                let pause = || {
+                    due += step;
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                };
+                match preparer.prepare_paced(pause) {
                     Ok(spare) => {
                         let took_ms = started.elapsed().as_millis() as u64;
                         info!(took_ms, "spare log segment prepared");
