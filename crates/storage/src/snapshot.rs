@@ -419,7 +419,7 @@ pub(crate) fn install<F: Fs>(
 pub const SAVE_SYNC_CHUNK_BYTES: usize = 512 << 10;
 
 /// A snapshot being written (see [`SnapshotStore::begin`]). The data goes
-/// to a temporary file, synced every few MiB so that its writeback is
+/// to a temporary file, synced every [`SAVE_SYNC_CHUNK_BYTES`] so that its writeback is
 /// spread out and the log's fsyncs on the same disk never queue behind all
 /// of it; the header goes last, once the length and checksum are known.
 #[derive(Debug)]

@@ -75,7 +75,8 @@ pub struct Saved {
     /// Time spent writing and syncing it (interleaved with encoding: the
     /// image goes to the file in pieces and is never held whole).
     pub write: Duration,
-    /// Time spent pausing between pieces, to leave the disk to the log.
+    /// Time spent pausing between pieces (and between the cuts that
+    /// remove the older snapshot), to leave the disk to the log.
     pub paused: Duration,
 }
 
@@ -217,6 +218,7 @@ fn run_background(
 /// [`RETIRE_PAUSE`]: the disk frees it in pieces instead of at once (see
 /// `RetiredSegments::remove_paced`, `SnapshotSave::finish_paced`).
 const RETIRE_STEP_BYTES: u64 = 8 << 20;
+/// Pause after each cut of a removed file (a 64 MiB segment: 8 cuts).
 const RETIRE_PAUSE: Duration = Duration::from_millis(5);
 
 /// Pause after each synced piece of a snapshot, so that the log's fsyncs
@@ -250,8 +252,13 @@ fn save(
         Ok(())
     })?;
     let at = Instant::now();
-    let bytes = save.finish_paced(RETIRE_STEP_BYTES, || std::thread::sleep(RETIRE_PAUSE))?;
-    write += at.elapsed();
+    let mut removing = Duration::ZERO;
+    let bytes = save.finish_paced(RETIRE_STEP_BYTES, || {
+        std::thread::sleep(RETIRE_PAUSE);
+        removing += RETIRE_PAUSE;
+    })?;
+    write += at.elapsed().saturating_sub(removing);
+    paused += removing;
     Ok(Saved {
         slot,
         bytes,
