@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use axum::routing::get;
+use axum::{Extension, Router};
 use http::{StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -30,6 +30,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
+
+mod gather;
+
+pub use gather::BurstHint;
+use gather::Gather;
 
 /// Renders the Prometheus text served at `/metrics`; supplied by the node.
 pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
@@ -408,7 +413,17 @@ pub async fn serve(
             },
             None => (stream, None),
         };
-        let service = TowerToHyperService::new(router.clone());
+        // A connection on the worker threads gathers its writes once a
+        // watch on it marks its hint (see `Gather`); one in the lane never.
+        let (service, hint) = match lane_slot {
+            Some(_) => (router.clone(), None),
+            None => {
+                let hint = BurstHint::default();
+                (router.clone().layer(Extension(hint.clone())), Some(hint))
+            }
+        };
+        let service = TowerToHyperService::new(service);
+        let stream = Gather::new(stream, hint);
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

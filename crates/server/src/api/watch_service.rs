@@ -31,6 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::backend::{ApiError, Backend};
 use super::stream::{ChannelStream, HeaderFill};
+use crate::client_port::BurstHint;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::watch_server::Watch;
 
@@ -106,6 +107,10 @@ impl<B: Backend> Watch for WatchService<B> {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // Its events come in bursts: the connection gathers its writes.
+        if let Some(hint) = request.extensions().get::<BurstHint>() {
+            hint.mark();
+        }
         let inbound = request.into_inner();
         let (session, stream) = self.backend.watch_open().await?;
         let (tx, outbound) = ChannelStream::channel(OUTBOUND_BUFFER);
