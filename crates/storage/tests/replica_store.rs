@@ -6,7 +6,7 @@ use std::path::Path;
 
 use paxos::Ballot;
 use paxos::multi::{Command, Record, Value};
-use storage::{ReplicaStore, SimFs, SnapshotOptions, WalOptions};
+use storage::{ReplicaStore, RetiredSegments, SimFs, SnapshotOptions, WalOptions};
 
 fn options() -> WalOptions {
     WalOptions {
@@ -151,6 +151,20 @@ fn with_accepted(fs: &SimFs, dir: &Path, last: u64) -> ReplicaStore<SimFs> {
     store
 }
 
+/// A store as [`with_accepted`] up to slot 200, with a snapshot saved at
+/// 150 and the log trimmed to it, the dropped segments not yet removed.
+fn retired_at_150(fs: &SimFs, dir: &Path) -> (ReplicaStore<SimFs>, RetiredSegments<SimFs>) {
+    let mut store = with_accepted(fs, dir, 200);
+    store.mark_snapshot(150);
+    store
+        .snapshot_writer()
+        .save(150, b"state at 150")
+        .expect("save");
+    let retired = store.trim_after_snapshot_retiring(150).expect("trim");
+    assert!(!retired.is_empty(), "the trim drops whole segments");
+    (store, retired)
+}
+
 fn accept(store: &mut ReplicaStore<SimFs>, slot: u64, round: u64, value: Value) {
     store
         .append(&Record::Accept {
@@ -253,14 +267,7 @@ fn retired_segments_stay_until_removed_and_either_way_recovery_agrees() {
     for remove in [false, true] {
         let fs = SimFs::new();
         let dir = Path::new("/n4");
-        let mut store = with_accepted(&fs, dir, 200);
-        store.mark_snapshot(150);
-        store
-            .snapshot_writer()
-            .save(150, b"state at 150")
-            .expect("save");
-        let retired = store.trim_after_snapshot_retiring(150).expect("trim");
-        assert!(!retired.is_empty(), "the trim drops whole segments");
+        let (mut store, retired) = retired_at_150(&fs, dir);
         let listed = |fs: &SimFs| fs.list(&dir.join("wal")).expect("list");
         assert!(
             listed(&fs).contains(&first_segment),
@@ -298,15 +305,8 @@ fn a_paced_removal_cut_short_by_a_crash_at_any_step_recovers_the_same_log() {
     // lets the removal finish.
     let run = |crash_at: Option<usize>| -> (usize, Vec<String>) {
         let fs = SimFs::new();
-        let mut store = with_accepted(&fs, dir, 200);
-        store.mark_snapshot(150);
-        store
-            .snapshot_writer()
-            .save(150, b"state at 150")
-            .expect("save");
-        let retired = store.trim_after_snapshot_retiring(150).expect("trim");
+        let (store, retired) = retired_at_150(&fs, dir);
         let count = retired.len();
-        assert!(count > 0, "the trim drops whole segments");
         let mut pauses = 0;
         let crasher = fs.clone();
         let outcome = retired.remove_paced(100, || {
