@@ -76,12 +76,18 @@ pub(crate) fn ensure_dir<F: Fs + ?Sized>(fs: &F, dir: &Path) -> Result<()> {
         source,
     })?;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs.sync_dir(parent).map_err(|source| Error::SyncFailed {
-            file: parent.to_path_buf(),
-            source,
-        })?;
+        sync_dir_or_fail(fs, parent)?;
     }
     Ok(())
+}
+
+/// Syncs `dir`, making the names created, renamed or removed in it durable; a failure is
+/// [`Error::SyncFailed`], on which the owner poisons itself.
+pub(crate) fn sync_dir_or_fail<F: Fs + ?Sized>(fs: &F, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir).map_err(|source| Error::SyncFailed {
+        file: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Create `path` afresh for writing, removing what a crash may have left under that
@@ -132,10 +138,7 @@ pub(crate) fn remove_gently<F: Fs + ?Sized>(
     if temps.is_empty() {
         return Ok(0);
     }
-    fs.sync_dir(dir).map_err(|source| Error::SyncFailed {
-        file: dir.to_path_buf(),
-        source,
-    })?;
+    sync_dir_or_fail(fs, dir)?;
     let step_bytes = step_bytes.max(1);
     for temp in &temps {
         let mut file = fs.open(temp).map_err(failed("open", temp))?;

@@ -385,13 +385,7 @@ pub(crate) fn install<F: Fs>(
     })?;
     let path = dir.join(snapshot_name(index));
     fs.rename(temp, &path).map_err(io_error("rename", temp))?;
-    let sync_dir = |fs: &F| {
-        fs.sync_dir(dir).map_err(|source| Error::SyncFailed {
-            file: dir.to_path_buf(),
-            source,
-        })
-    };
-    sync_dir(fs)?;
+    crate::fs::sync_dir_or_fail(fs, dir)?;
     let older: Vec<u64> = list_snapshots(fs, dir)?
         .into_iter()
         .filter(|i| *i < index)
@@ -407,7 +401,7 @@ pub(crate) fn install<F: Fs>(
             .map_err(io_error("remove", &old_path))?;
     }
     if !older.is_empty() {
-        sync_dir(fs)?;
+        crate::fs::sync_dir_or_fail(fs, dir)?;
     }
     Ok(())
 }
@@ -564,10 +558,7 @@ impl<F: Fs> SnapshotStore<F> {
             }
         }
         if removed {
-            fs.sync_dir(&dir).map_err(|source| Error::SyncFailed {
-                file: dir.clone(),
-                source,
-            })?;
+            crate::fs::sync_dir_or_fail(&fs, &dir)?;
         }
         Ok(Self {
             fs,

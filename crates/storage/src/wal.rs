@@ -221,7 +221,7 @@ impl<F: Fs> RetiredSegments<F> {
             removed += 1;
         }
         if removed > 0 {
-            self.sync_dir()?;
+            crate::fs::sync_dir_or_fail(&self.fs, &self.dir)?;
         }
         Ok(removed)
     }
@@ -239,15 +239,6 @@ impl<F: Fs> RetiredSegments<F> {
             step_bytes,
             &mut pause,
         )
-    }
-
-    fn sync_dir(&self) -> Result<()> {
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(|source| Error::SyncFailed {
-                file: self.dir.clone(),
-                source,
-            })
     }
 }
 
@@ -385,10 +376,7 @@ impl<F: Fs> Wal<F> {
             }
         }
         if temps_removed {
-            fs.sync_dir(&dir).map_err(|source| Error::SyncFailed {
-                file: dir.clone(),
-                source,
-            })?;
+            crate::fs::sync_dir_or_fail(&fs, &dir)?;
         }
         segments.sort_by_key(|segment| segment.first_lsn);
 
