@@ -1,20 +1,24 @@
 //! etcd's `Watch` service: one bidirectional stream carries many watchers.
 //!
-//! Each gRPC stream is one backend watch session ([`Backend::watch_open`]).
-//! Two loops serve it, driven together in one task:
-//! - the *reader* turns the client's requests into backend calls (create,
-//!   cancel, progress);
-//! - the *forwarder* passes the session's responses to the client, converted,
-//!   with the member's header, split into fragments for watchers that asked
-//!   for it, and with periodic progress notifications for watchers that
-//!   asked for those.
+//! Each gRPC stream is one backend watch session ([`Backend::watch_open`]),
+//! served by two parts:
+//! - the *session task* reads the client's requests and turns them into
+//!   backend calls (create, cancel, progress), sends periodic progress
+//!   notifications for watchers that asked for those, and closes the session
+//!   at the end;
+//! - the *response stream* ([`WatchResponses`]), which hyper polls for the
+//!   next message, takes the session's responses from the backend's queue
+//!   itself and passes them on converted, with the member's header, split into
+//!   fragments for watchers that asked for it. No task sits between the
+//!   backend's queue and the connection: an event wakes one task per stream,
+//!   not two.
 //!
 //! etcd's clients match a `created` response to the oldest create they are
 //! waiting for, so `created` responses must go out in the order of the
 //! creates, including the ones answered here without the backend (a bad
-//! filter, an empty key range). The reader tells the forwarder the outcome
-//! of each create in order; the forwarder holds backend responses behind a
-//! `created` until it knows which create that `created` answers.
+//! filter, an empty key range). The session task tells the stream the
+//! outcome of each create in order; the stream holds backend responses
+//! behind a `created` until it knows which create that `created` answers.
 //!
 //! When the client goes away (the response stream is dropped) or its request
 //! stream breaks, the session is closed with [`Backend::watch_close`]. A
@@ -22,24 +26,25 @@
 //! with etcd.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kv::{Limits, WatchId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::backend::{ApiError, Backend};
-use super::stream::{ChannelStream, HeaderFill};
+use super::stream::HeaderFill;
 use crate::client_port::BurstHint;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::watch_server::Watch;
 
 /// etcd's default `--experimental-watch-progress-notify-interval`.
 pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10 * 60);
-
-/// Responses in flight to one client before the forwarder waits.
-const OUTBOUND_BUFFER: usize = 128;
 
 /// etcd's watch id for a create that was refused, and for progress
 /// notifications that concern every watcher of a stream.
@@ -101,7 +106,7 @@ impl<B: Backend> WatchService<B> {
 
 #[tonic::async_trait]
 impl<B: Backend> Watch for WatchService<B> {
-    type WatchStream = ChannelStream<pb::WatchResponse>;
+    type WatchStream = WatchResponses;
 
     async fn watch(
         &self,
@@ -113,26 +118,125 @@ impl<B: Backend> Watch for WatchService<B> {
         }
         let inbound = request.into_inner();
         let (session, stream) = self.backend.watch_open().await?;
-        let (tx, outbound) = ChannelStream::channel(OUTBOUND_BUFFER);
+        let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
+        let (closer, dropped) = oneshot::channel();
+        let shared = Arc::new(Shared::default());
+        let responses = WatchResponses {
+            forwarder: Forwarder::new(self.config, Arc::clone(&shared)),
+            responses: stream.responses,
+            outcomes,
+            ready: VecDeque::new(),
+            done: false,
+            closer: Some(closer),
+        };
         let backend = Arc::clone(&self.backend);
-        let config = self.config;
+        let progress_interval = self.config.progress_interval;
         tokio::spawn(async move {
-            let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
-            let reader = read_requests(backend.as_ref(), session, inbound, ctrl_tx);
-            let forwarder = Forwarder::new(config).run(
-                backend.as_ref(),
-                session,
-                stream.responses,
-                ctrl_rx,
-                &tx,
-            );
+            let reader = read_requests(backend.as_ref(), session, inbound, outcomes_tx);
+            let progress = send_progress(backend.as_ref(), session, progress_interval, &shared);
             tokio::select! {
                 () = reader => {}
-                () = forwarder => {}
+                () = progress => {}
+                // The stream was dropped (the client went away) or has ended.
+                _ = dropped => {}
             }
+            shared.closed_here.store(true, Ordering::Release);
             backend.watch_close(session).await;
         });
-        Ok(Response::new(outbound))
+        Ok(Response::new(responses))
+    }
+}
+
+/// What the response stream and the session task both look at.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Events were sent since the last progress tick.
+    active: AtomicBool,
+    /// A live watcher asked for progress notifications.
+    wants_progress: AtomicBool,
+    /// The session task closed the session: the end of the backend's queue
+    /// is not the node stopping.
+    closed_here: AtomicBool,
+}
+
+/// Every `interval`, asks for a progress notification if a watcher wants
+/// them and no event went out since the last tick; never returns.
+async fn send_progress<B: Backend>(
+    backend: &B,
+    session: u64,
+    interval: Option<Duration>,
+    shared: &Shared,
+) {
+    let Some(period) = interval else {
+        return std::future::pending().await;
+    };
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        ticker.tick().await;
+        let active = shared.active.swap(false, Ordering::AcqRel);
+        if shared.wants_progress.load(Ordering::Acquire) && !active {
+            backend.watch_progress(session).await;
+        }
+    }
+}
+
+/// The response stream of one Watch RPC.
+#[derive(Debug)]
+pub struct WatchResponses {
+    forwarder: Forwarder,
+    /// The session's responses, from the backend.
+    responses: mpsc::Receiver<kv::WatchResponse>,
+    /// Outcomes of the creates, in order, from the session task.
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+    /// Messages ready for the client, in order (the fragments of one
+    /// response, or an ending error).
+    ready: VecDeque<Result<pb::WatchResponse, Status>>,
+    /// Nothing follows `ready`.
+    done: bool,
+    /// Dropped when the stream ends or is dropped: the session task then
+    /// closes the session.
+    closer: Option<oneshot::Sender<()>>,
+}
+
+impl Stream for WatchResponses {
+    type Item = Result<pb::WatchResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(message) = this.ready.pop_front() {
+                return Poll::Ready(Some(message));
+            }
+            if this.done {
+                this.closer = None;
+                return Poll::Ready(None);
+            }
+            // Outcomes first: a create's outcome is queued before the
+            // backend's `created` for it can be looked at.
+            while let Poll::Ready(Some(outcome)) = this.outcomes.poll_recv(cx) {
+                this.forwarder.outcomes.push_back(outcome);
+            }
+            let received = match this.responses.poll_recv(cx) {
+                Poll::Ready(Some(response)) => {
+                    this.forwarder.held.push_back(response);
+                    true
+                }
+                Poll::Ready(None) => {
+                    // The backend ended the session: the node is stopping,
+                    // unless the session task closed it.
+                    if !this.forwarder.shared.closed_here.load(Ordering::Acquire) {
+                        this.ready.push_back(Err(ApiError::Stopped.into()));
+                    }
+                    this.done = true;
+                    continue;
+                }
+                Poll::Pending => false,
+            };
+            this.done = !this.forwarder.flush(&mut this.ready);
+            if this.ready.is_empty() && !this.done && !received {
+                return Poll::Pending;
+            }
+        }
     }
 }
 
@@ -169,7 +273,7 @@ fn empty_range(request: &pb::WatchCreateRequest) -> bool {
 
 /// The reader: requests to backend calls. Returns only when the client's
 /// request stream breaks; after the client ends its requests, or after a
-/// fatal error, it waits for the forwarder to finish the session.
+/// fatal error, it waits for the response stream to end the session.
 async fn read_requests<B: Backend>(
     backend: &B,
     session: u64,
@@ -225,7 +329,8 @@ async fn create_watch<B: Backend>(
     }
 }
 
-/// The forwarder's state.
+/// The response stream's state: what it has sent and holds back.
+#[derive(Debug)]
 struct Forwarder {
     config: SessionConfig,
     /// Outcomes of creates not yet matched with their `created` response.
@@ -235,76 +340,25 @@ struct Forwarder {
     held: VecDeque<kv::WatchResponse>,
     /// Live watchers and what they asked of the stream.
     watchers: BTreeMap<WatchId, StreamOptions>,
-    /// Events were sent since the last progress tick.
-    active: bool,
+    shared: Arc<Shared>,
 }
 
-/// The next tick of an optional ticker; never without one.
-async fn tick(ticker: &mut Option<tokio::time::Interval>) {
-    match ticker {
-        Some(ticker) => {
-            ticker.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Whether the client is still there after a send.
+/// Whether the stream goes on after a flush.
 type Alive = bool;
 
 impl Forwarder {
-    fn new(config: SessionConfig) -> Self {
+    fn new(config: SessionConfig, shared: Arc<Shared>) -> Self {
         Forwarder {
             config,
             outcomes: VecDeque::new(),
             held: VecDeque::new(),
             watchers: BTreeMap::new(),
-            active: false,
+            shared,
         }
     }
 
-    async fn run<B: Backend>(
-        mut self,
-        backend: &B,
-        session: u64,
-        mut responses: mpsc::Receiver<kv::WatchResponse>,
-        mut outcomes: mpsc::UnboundedReceiver<Outcome>,
-        tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    ) {
-        let period = self.config.progress_interval;
-        let mut ticker =
-            period.map(|p| tokio::time::interval_at(tokio::time::Instant::now() + p, p));
-        loop {
-            tokio::select! {
-                // Outcomes first: a create's outcome is queued before the
-                // backend's `created` for it can be looked at.
-                biased;
-                () = tx.closed() => return,
-                Some(outcome) = outcomes.recv() => self.outcomes.push_back(outcome),
-                response = responses.recv() => match response {
-                    Some(response) => self.held.push_back(response),
-                    None => {
-                        // The backend ended the session: it is stopping.
-                        let _ = tx.send(Err(ApiError::Stopped.into())).await;
-                        return;
-                    }
-                },
-                () = tick(&mut ticker) => {
-                    let wanted = self.watchers.values().any(|w| w.progress_notify);
-                    if wanted && !self.active {
-                        backend.watch_progress(session).await;
-                    }
-                    self.active = false;
-                }
-            }
-            if !self.flush(tx).await {
-                return;
-            }
-        }
-    }
-
-    /// Sends everything that can go out in order.
-    async fn flush(&mut self, tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>) -> Alive {
+    /// Moves everything that can go out, in order, to `ready`.
+    fn flush(&mut self, ready: &mut VecDeque<Result<pb::WatchResponse, Status>>) -> Alive {
         loop {
             // Refusals of creates older than any unanswered one go first.
             match self.outcomes.front() {
@@ -312,24 +366,21 @@ impl Forwarder {
                     let Some(Outcome::Refused(reason)) = self.outcomes.pop_front() else {
                         unreachable!("just looked")
                     };
-                    let refusal = pb::WatchResponse {
+                    ready.push_back(Ok(pb::WatchResponse {
                         header: self.config.header.fill(None),
                         watch_id: INVALID_WATCH_ID,
                         created: true,
                         canceled: true,
                         cancel_reason: reason,
                         ..pb::WatchResponse::default()
-                    };
-                    if tx.send(Ok(refusal)).await.is_err() {
-                        return false;
-                    }
+                    }));
                     continue;
                 }
                 Some(Outcome::Fatal(_)) => {
                     let Some(Outcome::Fatal(status)) = self.outcomes.pop_front() else {
                         unreachable!("just looked")
                     };
-                    let _ = tx.send(Err(status)).await;
+                    ready.push_back(Err(status));
                     return false;
                 }
                 Some(Outcome::Created(_)) | None => {}
@@ -344,23 +395,22 @@ impl Forwarder {
                 };
                 if !front.canceled {
                     self.watchers.insert(front.watch_id, options);
+                    self.note_watchers();
                 }
             }
             let Some(response) = self.held.pop_front() else {
                 return true;
             };
-            if !self.send(response, tx).await {
-                return false;
-            }
+            self.send(response, ready);
         }
     }
 
-    /// Sends one backend response, fragmented if its watcher asked for it.
-    async fn send(
+    /// Converts one backend response, fragmented if its watcher asked for it.
+    fn send(
         &mut self,
         response: kv::WatchResponse,
-        tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    ) -> Alive {
+        ready: &mut VecDeque<Result<pb::WatchResponse, Status>>,
+    ) {
         let options = self
             .watchers
             .get(&response.watch_id)
@@ -370,23 +420,29 @@ impl Forwarder {
         // and leaves the watcher that holds the id alone.
         if response.canceled && !response.created {
             self.watchers.remove(&response.watch_id);
+            self.note_watchers();
         }
         if !response.events.is_empty() {
-            self.active = true;
+            self.shared.active.store(true, Ordering::Release);
         }
         let mut response = pb::WatchResponse::from(response);
         response.header = self.config.header.fill(response.header);
-        let pieces = if options.fragment {
-            fragments(response, self.config.max_response_bytes)
+        if options.fragment {
+            ready.extend(
+                fragments(response, self.config.max_response_bytes)
+                    .into_iter()
+                    .map(Ok),
+            );
         } else {
-            vec![response]
-        };
-        for piece in pieces {
-            if tx.send(Ok(piece)).await.is_err() {
-                return false;
-            }
+            ready.push_back(Ok(response));
         }
-        true
+    }
+
+    /// Tells the session task whether a live watcher wants progress
+    /// notifications.
+    fn note_watchers(&self) {
+        let wanted = self.watchers.values().any(|w| w.progress_notify);
+        self.shared.wants_progress.store(wanted, Ordering::Release);
     }
 }
 
@@ -435,6 +491,182 @@ mod tests {
             }),
             prev_kv: None,
         }
+    }
+
+    /// A response stream with the ends the backend and the session task hold.
+    struct Harness {
+        stream: WatchResponses,
+        responses: mpsc::Sender<kv::WatchResponse>,
+        outcomes: mpsc::UnboundedSender<Outcome>,
+        dropped: oneshot::Receiver<()>,
+        shared: Arc<Shared>,
+    }
+
+    fn harness() -> Harness {
+        let config = SessionConfig {
+            header: HeaderFill {
+                cluster_id: 1,
+                member_id: 2,
+            },
+            max_response_bytes: 1 << 20,
+            progress_interval: None,
+        };
+        let shared = Arc::new(Shared::default());
+        let (responses, responses_rx) = mpsc::channel(16);
+        let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
+        let (closer, dropped) = oneshot::channel();
+        Harness {
+            stream: WatchResponses {
+                forwarder: Forwarder::new(config, Arc::clone(&shared)),
+                responses: responses_rx,
+                outcomes: outcomes_rx,
+                ready: VecDeque::new(),
+                done: false,
+                closer: Some(closer),
+            },
+            responses,
+            outcomes,
+            dropped,
+            shared,
+        }
+    }
+
+    type Polled = Poll<Option<Result<pb::WatchResponse, Status>>>;
+
+    /// One poll, as hyper's task for the stream would make it.
+    fn poll(stream: &mut WatchResponses) -> Polled {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(stream).poll_next(&mut cx)
+    }
+
+    fn next_ok(stream: &mut WatchResponses) -> pb::WatchResponse {
+        match poll(stream) {
+            Poll::Ready(Some(Ok(response))) => response,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    fn kv_event(revision: i64) -> kv::Event {
+        kv::Event {
+            r#type: kv::EventType::Put,
+            kv: kv::KeyValue {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                mod_revision: revision,
+                ..Default::default()
+            },
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn a_created_response_waits_for_its_creates_outcome_and_events_follow_it() {
+        let mut h = harness();
+        let created = kv::WatchResponse {
+            watch_id: 0,
+            created: true,
+            ..Default::default()
+        };
+        let events = kv::WatchResponse {
+            watch_id: 0,
+            events: vec![kv_event(5)],
+            ..Default::default()
+        };
+        h.responses.try_send(created).expect("room");
+        h.responses.try_send(events).expect("room");
+        assert!(poll(&mut h.stream).is_pending(), "no outcome yet");
+
+        let options = StreamOptions {
+            fragment: false,
+            progress_notify: true,
+        };
+        h.outcomes.send(Outcome::Created(options)).expect("open");
+        let first = next_ok(&mut h.stream);
+        assert!(first.created && first.watch_id == 0 && first.events.is_empty());
+        let header = first.header.expect("header");
+        assert_eq!((header.cluster_id, header.member_id), (1, 2));
+        assert!(h.shared.wants_progress.load(Ordering::Acquire));
+
+        let second = next_ok(&mut h.stream);
+        assert_eq!(second.events.len(), 1);
+        assert!(h.shared.active.load(Ordering::Acquire));
+        assert!(poll(&mut h.stream).is_pending());
+        assert!(
+            h.dropped
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Empty)
+        );
+    }
+
+    #[test]
+    fn a_refusal_goes_out_in_create_order_before_a_later_created() {
+        let mut h = harness();
+        h.responses
+            .try_send(kv::WatchResponse {
+                watch_id: 7,
+                created: true,
+                ..Default::default()
+            })
+            .expect("room");
+        h.outcomes
+            .send(Outcome::Refused("bad filter".to_owned()))
+            .expect("open");
+        h.outcomes
+            .send(Outcome::Created(StreamOptions::default()))
+            .expect("open");
+        let refusal = next_ok(&mut h.stream);
+        assert!(refusal.created && refusal.canceled);
+        assert_eq!(refusal.watch_id, INVALID_WATCH_ID);
+        assert_eq!(refusal.cancel_reason, "bad filter");
+        assert_eq!(next_ok(&mut h.stream).watch_id, 7);
+        assert!(!h.shared.wants_progress.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn the_backend_ending_the_session_is_server_stopped_and_ends_the_stream() {
+        let mut h = harness();
+        drop(h.responses);
+        let stopped = Status::from(ApiError::Stopped);
+        match poll(&mut h.stream) {
+            Poll::Ready(Some(Err(status))) => {
+                assert_eq!(status.code(), stopped.code());
+                assert_eq!(status.message(), stopped.message());
+            }
+            other => panic!("expected server stopped, got {other:?}"),
+        }
+        assert!(matches!(poll(&mut h.stream), Poll::Ready(None)));
+        // The session task is told to close the session.
+        assert!(
+            h.dropped
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
+        );
+    }
+
+    #[test]
+    fn a_session_closed_here_ends_the_stream_without_an_error() {
+        let mut h = harness();
+        h.shared.closed_here.store(true, Ordering::Release);
+        drop(h.responses);
+        assert!(matches!(poll(&mut h.stream), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn a_fatal_create_ends_the_stream_with_its_status() {
+        let mut h = harness();
+        h.outcomes
+            .send(Outcome::Fatal(Status::unavailable("no leader")))
+            .expect("open");
+        match poll(&mut h.stream) {
+            Poll::Ready(Some(Err(status))) => assert_eq!(status.message(), "no leader"),
+            other => panic!("expected the fatal status, got {other:?}"),
+        }
+        assert!(matches!(poll(&mut h.stream), Poll::Ready(None)));
+        assert!(
+            h.dropped
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
+        );
     }
 
     #[test]
