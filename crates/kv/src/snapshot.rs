@@ -25,7 +25,7 @@ use crate::codec::{Dec, DecodeError, Enc, Fnv64, Sink, Wire};
 use crate::history::History;
 use crate::lease::Lessor;
 use crate::limits::Limits;
-use crate::session::{Session, SessionTable};
+use crate::session::{Remembered, Session, SessionTable};
 use crate::store::{Change, Key, NONE, Record, Store};
 use crate::types::NO_LEASE;
 use crate::values::{ValueRef, Values};
@@ -121,7 +121,10 @@ impl Store {
             e.u64(client);
             e.u64(s.seq);
             e.u64(s.last_ms);
-            s.result.encode(&mut e);
+            match &s.result {
+                Remembered::Shared(result) => result.encode(&mut e),
+                put @ Remembered::Put(_) => put.result().encode(&mut e),
+            }
         }
     }
 
@@ -315,7 +318,7 @@ impl Store {
                 Session {
                     seq,
                     last_ms,
-                    result: Arc::new(result),
+                    result: Remembered::new(result),
                 },
             );
         }
