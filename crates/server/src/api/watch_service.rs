@@ -546,6 +546,24 @@ mod tests {
         }
     }
 
+    fn next_err(stream: &mut WatchResponses) -> Status {
+        match poll(stream) {
+            Poll::Ready(Some(Err(status))) => status,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// The stream has ended, and the session task was told to close the
+    /// session.
+    fn assert_ended_and_closing(stream: &mut WatchResponses, dropped: &mut oneshot::Receiver<()>) {
+        assert!(matches!(poll(stream), Poll::Ready(None)));
+        assert!(
+            dropped
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
+        );
+    }
+
     fn kv_event(revision: i64) -> kv::Event {
         kv::Event {
             r#type: kv::EventType::Put,
@@ -627,20 +645,10 @@ mod tests {
         let mut h = harness();
         drop(h.responses);
         let stopped = Status::from(ApiError::Stopped);
-        match poll(&mut h.stream) {
-            Poll::Ready(Some(Err(status))) => {
-                assert_eq!(status.code(), stopped.code());
-                assert_eq!(status.message(), stopped.message());
-            }
-            other => panic!("expected server stopped, got {other:?}"),
-        }
-        assert!(matches!(poll(&mut h.stream), Poll::Ready(None)));
-        // The session task is told to close the session.
-        assert!(
-            h.dropped
-                .try_recv()
-                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
-        );
+        let status = next_err(&mut h.stream);
+        assert_eq!(status.code(), stopped.code());
+        assert_eq!(status.message(), stopped.message());
+        assert_ended_and_closing(&mut h.stream, &mut h.dropped);
     }
 
     #[test]
@@ -657,16 +665,8 @@ mod tests {
         h.outcomes
             .send(Outcome::Fatal(Status::unavailable("no leader")))
             .expect("open");
-        match poll(&mut h.stream) {
-            Poll::Ready(Some(Err(status))) => assert_eq!(status.message(), "no leader"),
-            other => panic!("expected the fatal status, got {other:?}"),
-        }
-        assert!(matches!(poll(&mut h.stream), Poll::Ready(None)));
-        assert!(
-            h.dropped
-                .try_recv()
-                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
-        );
+        assert_eq!(next_err(&mut h.stream).message(), "no leader");
+        assert_ended_and_closing(&mut h.stream, &mut h.dropped);
     }
 
     #[test]
