@@ -548,3 +548,212 @@ fn hostile_messages_are_ignored_without_panic() {
         ]
     ));
 }
+
+/// Who the wire carries each kind of message to, for one slot.
+fn recipients(wire: &VecDeque<Envelope>, kind: &str, slot: Slot) -> Vec<u64> {
+    let mut to: Vec<u64> = wire
+        .iter()
+        .filter(|e| {
+            e.message.kind() == kind
+                && match &e.message {
+                    Message::Accept { slot: s, .. }
+                    | Message::Commit { slot: s, .. }
+                    | Message::Chosen { slot: s, .. } => *s == slot,
+                    _ => false,
+                }
+        })
+        .map(|e| e.to)
+        .collect();
+    to.sort_unstable();
+    to
+}
+
+/// Proposes one command at the leader and returns the slot it took,
+/// leaving the leader's messages on the wire.
+fn propose_unsettled(c: &mut Cluster, leader: usize, seq: u64) -> Slot {
+    let before = c.replicas[leader].commit_index();
+    c.replicas[leader]
+        .propose(Command {
+            client: 11,
+            seq,
+            payload: vec![seq as u8],
+        })
+        .expect("the leader takes proposals");
+    c.collect(leader);
+    let slot = c
+        .wire
+        .iter()
+        .find_map(|e| match &e.message {
+            Message::Accept { slot, .. } => Some(*slot),
+            _ => None,
+        })
+        .expect("an Accept for the new slot");
+    assert!(slot > before);
+    slot
+}
+
+#[test]
+fn an_idle_leader_sends_a_lone_command_to_the_peer_that_answered_first() {
+    let mut c = Cluster::new(3);
+    c.tick_all(40);
+    let leader = c.leader().expect("a leader after 40 ticks");
+    let me = leader as u64 + 1;
+    let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
+    c.propose(leader, 11, 1);
+
+    // The wire delivers in order: the first peer's Accepted came first.
+    let slot = propose_unsettled(&mut c, leader, 2);
+    assert_eq!(recipients(&c.wire, "Accept", slot), vec![peers[0]]);
+    c.settle();
+    for i in 0..3 {
+        assert_eq!(c.applied[i], c.applied[leader], "replica {i}");
+        assert_eq!(c.replicas[i].commit_index(), slot, "replica {i}");
+    }
+    // Only the voters made the slot durable; the other holds no acceptance.
+    let left_out = (peers[1] - 1) as usize;
+    let voter = (peers[0] - 1) as usize;
+    let accepted_at = |d: &Durable| d.accepted.contains_key(&slot);
+    assert!(accepted_at(&c.disks[voter]));
+    assert!(accepted_at(&c.disks[leader]));
+    assert!(!accepted_at(&c.disks[left_out]));
+}
+
+#[test]
+fn the_decision_of_a_thrifty_slot_carries_the_value_to_the_member_left_out() {
+    let mut c = Cluster::new(3);
+    c.tick_all(40);
+    let leader = c.leader().expect("a leader after 40 ticks");
+    let me = leader as u64 + 1;
+    let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
+    c.propose(leader, 11, 1);
+    let slot = propose_unsettled(&mut c, leader, 2);
+    // Deliver the Accept, then the leader's reaction to its answer.
+    let mut decisions = VecDeque::new();
+    let mut budget = 100;
+    while let Some(e) = c.wire.pop_front() {
+        budget -= 1;
+        assert!(budget > 0);
+        if matches!(e.message, Message::Commit { .. } | Message::Chosen { .. }) {
+            decisions.push_back(e);
+            continue;
+        }
+        let to = (e.to - 1) as usize;
+        c.replicas[to].step(e);
+        c.collect(to);
+    }
+    assert_eq!(recipients(&decisions, "Chosen", slot), vec![peers[0]]);
+    assert_eq!(recipients(&decisions, "Commit", slot), vec![peers[1]]);
+}
+
+#[test]
+fn a_busy_leader_sends_to_every_member() {
+    let mut c = Cluster::new(3);
+    c.tick_all(40);
+    let leader = c.leader().expect("a leader after 40 ticks");
+    let me = leader as u64 + 1;
+    let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
+    c.propose(leader, 11, 1);
+    // Two commands in one slot: not a lone command.
+    for seq in 2..=3 {
+        c.replicas[leader]
+            .enqueue(Command {
+                client: 11,
+                seq,
+                payload: vec![seq as u8],
+            })
+            .expect("the leader queues commands");
+    }
+    c.replicas[leader].fill();
+    c.collect(leader);
+    let batch_slot = c.replicas[leader].commit_index() + 1;
+    assert_eq!(recipients(&c.wire, "Accept", batch_slot), peers);
+    // A lone command while that slot is in flight: also to all.
+    c.replicas[leader]
+        .propose(Command {
+            client: 11,
+            seq: 4,
+            payload: vec![4],
+        })
+        .expect("the leader takes proposals");
+    c.collect(leader);
+    assert_eq!(recipients(&c.wire, "Accept", batch_slot + 1), peers);
+    c.settle();
+    for i in 0..3 {
+        assert_eq!(c.applied[i], c.applied[leader], "replica {i}");
+    }
+}
+
+#[test]
+fn a_slot_whose_fast_peer_went_down_is_retransmitted_to_all_and_chosen() {
+    let mut c = Cluster::new(3);
+    c.tick_all(40);
+    let leader = c.leader().expect("a leader after 40 ticks");
+    let me = leader as u64 + 1;
+    let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
+    c.propose(leader, 11, 1);
+    let fast = (peers[0] - 1) as usize;
+    let other = (peers[1] - 1) as usize;
+    c.down[fast] = true;
+    let slot = propose_unsettled(&mut c, leader, 2);
+    assert_eq!(recipients(&c.wire, "Accept", slot), vec![peers[0]]);
+    c.settle();
+    assert!(c.replicas[leader].commit_index() < slot, "not yet chosen");
+    // The retransmit goes to both peers; the live one makes the quorum.
+    for _ in 0..10 {
+        if c.replicas[leader].commit_index() == slot {
+            break;
+        }
+        c.tick_all(1);
+    }
+    assert_eq!(c.replicas[leader].commit_index(), slot);
+    assert_eq!(c.applied[other], c.applied[leader]);
+    // The next lone command goes to the peer that answered.
+    let next = propose_unsettled(&mut c, leader, 3);
+    assert_eq!(recipients(&c.wire, "Accept", next), vec![peers[1]]);
+    c.settle();
+    assert_eq!(c.replicas[leader].commit_index(), next);
+}
+
+#[test]
+fn with_thrifty_off_every_slot_goes_to_every_member() {
+    let mut c = Cluster::new(3);
+    for r in &mut c.replicas {
+        *r = Replica::new(Config {
+            thrifty: false,
+            ..r.config().clone()
+        });
+    }
+    c.tick_all(40);
+    let leader = c.leader().expect("a leader after 40 ticks");
+    let me = leader as u64 + 1;
+    let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
+    c.propose(leader, 11, 1);
+    let slot = propose_unsettled(&mut c, leader, 2);
+    assert_eq!(recipients(&c.wire, "Accept", slot), peers);
+}
+
+#[test]
+fn a_heartbeat_interval_after_the_last_slot_sent_to_all_the_next_goes_to_all() {
+    let mut c = Cluster::new(3);
+    c.tick_all(40);
+    let leader = c.leader().expect("a leader after 40 ticks");
+    let me = leader as u64 + 1;
+    let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
+    c.propose(leader, 11, 1);
+    let thrifty = propose_unsettled(&mut c, leader, 2);
+    assert_eq!(recipients(&c.wire, "Accept", thrifty), vec![peers[0]]);
+    c.settle();
+    // A thrifty slot's answer does not renew the choice: a peer that
+    // turned slow would never be found out.
+    let heartbeat_ticks = c.replicas[leader].config().heartbeat_ticks;
+    c.tick_all(heartbeat_ticks);
+    let probe = propose_unsettled(&mut c, leader, 3);
+    assert_eq!(recipients(&c.wire, "Accept", probe), peers);
+    c.settle();
+    let after = propose_unsettled(&mut c, leader, 4);
+    assert_eq!(recipients(&c.wire, "Accept", after), vec![peers[0]]);
+    c.settle();
+    for i in 0..3 {
+        assert_eq!(c.applied[i], c.applied[leader], "replica {i}");
+    }
+}

@@ -30,6 +30,15 @@ pub struct Config {
     /// How far past its commit index a replica accepts a slot: farther
     /// slots are refused as out of range.
     pub slot_window_max: u64,
+    /// An idle leader (nothing in flight, one command to propose) sends the
+    /// slot's `Accept` to a bare quorum (itself and the peers that answered
+    /// first last time) instead of to every member (thrifty Paxos): at one
+    /// client the third member's fsync and answer only compete for the
+    /// disk and the cores with the two that matter. The others learn the
+    /// slot from its `Commit`. A busy leader, whose batches gain from the
+    /// first answers of all, or one whose fast peers went quiet, sends to
+    /// all.
+    pub thrifty: bool,
     /// A deliberately broken variant, for proving the checkers can fail.
     pub bug: Option<Bug>,
 }
@@ -48,6 +57,7 @@ impl Config {
             queue_commands_max: 4096,
             catchup_slots_max: 64,
             slot_window_max: 1 << 20,
+            thrifty: true,
             bug: None,
         }
     }

@@ -33,6 +33,8 @@ struct Proposal {
     value: Value,
     votes: BTreeSet<NodeId>,
     sent_tick: u64,
+    /// Sent to a bare quorum ([`Config::thrifty`]), not to every member.
+    thrifty: bool,
 }
 
 /// A read-index read waiting for its quorum round and its apply point.
@@ -57,6 +59,14 @@ struct Leader {
     started_round: u64,
     confirmed_round: u64,
     round_wanted: bool,
+    /// The peers whose `Accepted` completed the quorum of the last slot
+    /// sent to every member: where an idle leader sends its next `Accept`
+    /// ([`Config::thrifty`]).
+    fastest: Vec<NodeId>,
+    /// The tick `fastest` was found at. It holds for one heartbeat
+    /// interval: a peer that turned slow is found out by the next slot
+    /// sent to all.
+    fastest_tick: u64,
     /// Per member, the highest read round it acknowledged at our ballot.
     acked_round: BTreeMap<NodeId, u64>,
     /// Per member, the tick of its last acknowledgement (check-quorum).
@@ -858,6 +868,8 @@ impl Replica {
             round_wanted: false,
             acked_round: BTreeMap::new(),
             acked_tick: BTreeMap::new(),
+            fastest: Vec::new(),
+            fastest_tick: 0,
             reads: Vec::new(),
         };
         for member in &self.config.members {
@@ -889,19 +901,63 @@ impl Replica {
             return;
         };
         let ballot = leader.ballot;
+        let lone = matches!(&value, Value::Batch(commands) if commands.len() == 1);
+        let thrifty = if lone { self.thrifty_peers() } else { None };
+        let State::Leader(leader) = &mut self.state else {
+            return;
+        };
         leader.inflight.insert(
             slot,
             Proposal {
                 value: value.clone(),
                 votes: BTreeSet::new(),
                 sent_tick: self.now_tick,
+                thrifty: thrifty.is_some(),
             },
         );
-        self.broadcast(Message::Accept {
+        let accept = Message::Accept {
             ballot,
             slot,
             value,
+        };
+        match thrifty {
+            Some(peers) => {
+                for to in peers {
+                    self.send(to, accept.clone());
+                }
+                // Last, as in a broadcast: its own acceptance after the sends.
+                self.send(self.config.id, accept);
+            }
+            None => self.broadcast(accept),
+        }
+    }
+
+    /// The peers that, with this leader, make a quorum to send a lone
+    /// command's `Accept` to; `None` means every member. Only when nothing
+    /// is in flight (a busy leader wants the first answers of all), only
+    /// while the last slot sent to all is less than a heartbeat interval
+    /// old, and only peers heard from within two heartbeats (a peer gone
+    /// quiet would hold the slot until the retransmit).
+    fn thrifty_peers(&self) -> Option<Vec<NodeId>> {
+        let State::Leader(leader) = &self.state else {
+            return None;
+        };
+        let fresh = leader.fastest_tick + u64::from(self.config.heartbeat_ticks) > self.now_tick;
+        if !self.config.thrifty || !leader.inflight.is_empty() || !fresh {
+            return None;
+        }
+        let need = self.config.quorum() - 1;
+        let horizon = self
+            .now_tick
+            .saturating_sub(u64::from(self.config.heartbeat_ticks) * 2);
+        let peers: Vec<NodeId> = leader.fastest.iter().take(need).copied().collect();
+        let live = peers.iter().all(|p| {
+            leader
+                .acked_tick
+                .get(p)
+                .is_some_and(|tick| *tick >= horizon)
         });
+        (peers.len() == need && live).then_some(peers)
     }
 
     /// Moves queued commands into new slots, batching, while the pipeline
@@ -941,6 +997,14 @@ impl Replica {
             return;
         };
         let me = self.config.id;
+        if !proposal.thrifty {
+            // The first to answer: the next idle slots' quorum.
+            leader.fastest.clear();
+            leader
+                .fastest
+                .extend(proposal.votes.iter().filter(|v| **v != me).take(quorum - 1));
+            leader.fastest_tick = self.now_tick;
+        }
         for i in 0..self.config.members.len() {
             let to = self.config.members[i];
             if to == me {
@@ -990,12 +1054,19 @@ impl Replica {
             }
             if proposal.sent_tick <= due {
                 proposal.sent_tick = self.now_tick;
+                // To every member that has not answered: no longer thrifty.
+                proposal.thrifty = false;
                 for member in &self.config.members {
                     if *member != self.config.id && !proposal.votes.contains(member) {
                         resend.push((*member, *slot, proposal.value.clone()));
                     }
                 }
             }
+        }
+        if !resend.is_empty() {
+            // Someone did not answer in time: all members get the next
+            // slots until a quorum answers again.
+            leader.fastest.clear();
         }
         for (to, slot, value) in resend {
             self.send(
