@@ -97,6 +97,10 @@ pub struct Disk {
 /// The longest a spare segment's zero-filling is spread over.
 const SPARE_SPREAD_MAX: Duration = Duration::from_secs(2);
 
+/// The zero-filling of the spare asked for when the store opens: quick, as
+/// no client writes yet.
+const SPARE_SPREAD_AT_OPEN: Duration = Duration::from_millis(250);
+
 /// How long to spread the zero-filling of a spare over, given how long the
 /// last segment lasted: a quarter of that, so the spare is ready well
 /// before the roll that needs it, and at most [`SPARE_SPREAD_MAX`]. The
@@ -130,13 +134,16 @@ pub fn open(dir: PathBuf) -> Result<(Disk, Restored), storage::Error> {
             file: dir.clone(),
             source,
         })?;
-    let disk = Disk {
+    let mut disk = Disk {
         store,
         background,
         spares,
         spare_asked: false,
         spare_last_asked: None,
     };
+    // The first spare is filled while the member starts and elects, not
+    // under its first clients' writes.
+    disk.keep_spare_within(Some(SPARE_SPREAD_AT_OPEN));
     Ok((disk, restored))
 }
 
@@ -271,13 +278,20 @@ fn save(
 impl Disk {
     /// Keeps a zero-filled segment ready for the log's next roll.
     fn keep_spare(&mut self) {
+        self.keep_spare_within(None);
+    }
+
+    /// [`Disk::keep_spare`], the zero-filling spread over `spread` if given,
+    /// else by [`spare_spread`].
+    fn keep_spare_within(&mut self, spread: Option<Duration>) {
         if let Ok(spare) = self.spares.try_recv() {
             self.store.offer_spare(spare);
             self.spare_asked = false;
         }
         if !self.spare_asked && self.store.needs_spare() {
             let now = Instant::now();
-            let spread = spare_spread(self.spare_last_asked.map(|at| now - at));
+            let spread =
+                spread.unwrap_or_else(|| spare_spread(self.spare_last_asked.map(|at| now - at)));
             self.spare_last_asked = Some(now);
             self.spare_asked = self
                 .background
