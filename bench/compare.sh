@@ -114,9 +114,11 @@ for system in synod etcd; do
     start "$system"
     RUN=0
     # No warm-up (its puts would not be counted): the same data in both.
-    WARMUP=0 bench "$system" --workload put --clients 1 --total $((PUTS / 10))
-    WARMUP=0 bench "$system" --workload put --clients 64 --total "$PUTS"
-    WARMUP=0 bench "$system" --workload put --clients 256 --conns 64 --total "$PUTS"
+    # Memory is read right after each put run and again 3 s later, when
+    # what the run set going (a snapshot's save, a collection) is done.
+    WARMUP=0 bench "$system" --workload put --clients 1 --total $((PUTS / 10)) --rss-settle-ms 3000
+    WARMUP=0 bench "$system" --workload put --clients 64 --total "$PUTS" --rss-settle-ms 3000
+    WARMUP=0 bench "$system" --workload put --clients 256 --conns 64 --total "$PUTS" --rss-settle-ms 3000
     bench "$system" --workload get --consistency l --clients 64 --prefill
     bench "$system" --workload get --consistency s --clients 64
     bench "$system" --workload mixed --consistency l --clients 64

@@ -147,6 +147,26 @@ fn rows(c: &RunRecord, b: &RunRecord) -> Vec<Row> {
             );
         }
     }
+    if !c.rss_settled_mib.is_empty() && !b.rss_settled_mib.is_empty() {
+        let label = if c.rss_settle_ms == b.rss_settle_ms {
+            format!(
+                "RSS per member {} s after, max MiB",
+                c.rss_settle_ms as f64 / 1000.0
+            )
+        } else {
+            format!(
+                "RSS per member {} / {} s after, max MiB",
+                c.rss_settle_ms as f64 / 1000.0,
+                b.rss_settle_ms as f64 / 1000.0
+            )
+        };
+        row(
+            &label,
+            max(&c.rss_settled_mib),
+            max(&b.rss_settled_mib),
+            Better::Lower,
+        );
+    }
     rows
 }
 
@@ -250,6 +270,7 @@ fn number(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::stats::Measured;
 
     #[test]
     fn verdicts_follow_the_direction_of_each_figure() {
@@ -265,5 +286,54 @@ mod tests {
         assert_eq!(row(1.001, 1.0, Better::Lower).verdict(), "same");
         assert_eq!(row(1.0, 0.0, Better::Lower).verdict(), "");
         assert_eq!(row(3.0, 2.0, Better::Higher).ratio(), 1.5);
+    }
+
+    fn run(label: &str, rss: Vec<f64>, settled: Vec<f64>) -> RunRecord {
+        RunRecord {
+            label: label.into(),
+            name: "put c=1".into(),
+            workload: "put".into(),
+            consistency: None,
+            clients: 1,
+            conns: 1,
+            key_space: 10,
+            val_size: 8,
+            target: "leader".into(),
+            endpoints: Vec::new(),
+            result: Measured {
+                revision: 11,
+                ..Measured::default()
+            },
+            watch: None,
+            rss_mib: rss,
+            rss_settle_ms: 3000,
+            rss_settled_mib: settled,
+        }
+    }
+
+    #[test]
+    fn memory_read_again_after_the_run_gets_its_own_row_when_both_have_it() {
+        let synod = run("synod", vec![140.0, 120.0], vec![118.0, 110.0]);
+        let etcd = run("etcd", vec![150.0], vec![145.0]);
+        let both = rows(&synod, &etcd);
+        let settled = both
+            .iter()
+            .find(|r| r.figure == "put c=1 RSS per member 3 s after, max MiB")
+            .expect("a row for the memory read after the run");
+        assert_eq!((settled.candidate, settled.baseline), (118.0, 145.0));
+        assert_eq!(settled.verdict(), "better");
+        let now = both
+            .iter()
+            .find(|r| r.figure == "put c=1 RSS per member, max MiB")
+            .expect("the row for the memory read right after");
+        assert_eq!((now.candidate, now.baseline), (140.0, 150.0));
+
+        let without = run("etcd", vec![150.0], Vec::new());
+        assert!(
+            !rows(&synod, &without)
+                .iter()
+                .any(|r| r.figure.contains(" s after")),
+            "no row when one side was not read again"
+        );
     }
 }

@@ -133,6 +133,11 @@ struct RunArgs {
     /// Process ids whose resident memory is read after the run.
     #[arg(long, value_delimiter = ',')]
     rss_pids: Vec<u32>,
+    /// Read their resident memory again this many milliseconds after the
+    /// run (0: only right after it), to see it once background work that
+    /// the run started (a snapshot's save, a collector) has finished.
+    #[arg(long, default_value_t = 0)]
+    rss_settle_ms: u64,
 }
 
 /// Runs `synod bench`.
@@ -377,7 +382,12 @@ async fn load(args: RunArgs) -> anyhow::Result<ExitCode> {
         write_timeline(path, epoch_unix, &mut recorder.timeline)?;
     }
     let result = recorder.summarize(window);
-    let rss_mib = args.rss_pids.iter().map(|&pid| rss_mib(pid)).collect();
+    let rss_now: Vec<f64> = args.rss_pids.iter().map(|&pid| rss_mib(pid)).collect();
+    let mut rss_settled_mib = Vec::new();
+    if args.rss_settle_ms > 0 && !args.rss_pids.is_empty() {
+        tokio::time::sleep(Duration::from_millis(args.rss_settle_ms)).await;
+        rss_settled_mib = args.rss_pids.iter().map(|&pid| rss_mib(pid)).collect();
+    }
     let consistency = matches!(args.workload, Workload::Get | Workload::Mixed)
         .then(|| format!("{:?}", args.consistency).to_lowercase());
     let workload_name = format!("{:?}", args.workload).to_lowercase();
@@ -398,7 +408,9 @@ async fn load(args: RunArgs) -> anyhow::Result<ExitCode> {
         endpoints: targets,
         result,
         watch,
-        rss_mib,
+        rss_mib: rss_now,
+        rss_settle_ms: args.rss_settle_ms,
+        rss_settled_mib,
     };
     print!("{}", render(&run));
     if let Some(path) = &args.json {
@@ -484,6 +496,19 @@ fn render(run: &RunRecord) -> String {
     if !run.rss_mib.is_empty() {
         let rss: Vec<String> = run.rss_mib.iter().map(|m| format!("{m:.1}")).collect();
         let _ = writeln!(out, "  rss MiB     {}", rss.join("  "));
+    }
+    if !run.rss_settled_mib.is_empty() {
+        let rss: Vec<String> = run
+            .rss_settled_mib
+            .iter()
+            .map(|m| format!("{m:.1}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  rss MiB     {} ({} ms after the run)",
+            rss.join("  "),
+            run.rss_settle_ms
+        );
     }
     out
 }

@@ -50,6 +50,13 @@ pub struct RunRecord {
     /// Resident memory of the processes named by `--rss-pids`, in MiB,
     /// read right after the run.
     pub rss_mib: Vec<f64>,
+    /// `--rss-settle-ms`: how long after the run `rss_settled_mib` was read.
+    #[serde(default)]
+    pub rss_settle_ms: u64,
+    /// The same processes' resident memory read again `rss_settle_ms`
+    /// after the run (empty if not asked for).
+    #[serde(default)]
+    pub rss_settled_mib: Vec<f64>,
 }
 
 /// Event delivery in the watch fan-out.

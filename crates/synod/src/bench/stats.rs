@@ -71,7 +71,7 @@ impl Recorder {
 }
 
 /// Throughput and latency over the measured window.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Measured {
     /// Successful operations.
     pub ops: u64,
