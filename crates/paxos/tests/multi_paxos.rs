@@ -592,14 +592,22 @@ fn propose_unsettled(c: &mut Cluster, leader: usize, seq: u64) -> Slot {
     slot
 }
 
-#[test]
-fn an_idle_leader_sends_a_lone_command_to_the_peer_that_answered_first() {
-    let mut c = Cluster::new(3);
+/// Elects a leader and has it choose one slot sent to every member, so
+/// that it knows which peer answers first. Returns the leader's index and
+/// its peers' ids, the first to answer first (the wire delivers in order).
+fn elect_and_propose_one(c: &mut Cluster) -> (usize, Vec<u64>) {
     c.tick_all(40);
     let leader = c.leader().expect("a leader after 40 ticks");
     let me = leader as u64 + 1;
     let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
     c.propose(leader, 11, 1);
+    (leader, peers)
+}
+
+#[test]
+fn an_idle_leader_sends_a_lone_command_to_the_peer_that_answered_first() {
+    let mut c = Cluster::new(3);
+    let (leader, peers) = elect_and_propose_one(&mut c);
 
     // The wire delivers in order: the first peer's Accepted came first.
     let slot = propose_unsettled(&mut c, leader, 2);
@@ -621,11 +629,7 @@ fn an_idle_leader_sends_a_lone_command_to_the_peer_that_answered_first() {
 #[test]
 fn the_decision_of_a_thrifty_slot_carries_the_value_to_the_member_left_out() {
     let mut c = Cluster::new(3);
-    c.tick_all(40);
-    let leader = c.leader().expect("a leader after 40 ticks");
-    let me = leader as u64 + 1;
-    let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
-    c.propose(leader, 11, 1);
+    let (leader, peers) = elect_and_propose_one(&mut c);
     let slot = propose_unsettled(&mut c, leader, 2);
     // Deliver the Accept, then the leader's reaction to its answer.
     let mut decisions = VecDeque::new();
@@ -648,11 +652,7 @@ fn the_decision_of_a_thrifty_slot_carries_the_value_to_the_member_left_out() {
 #[test]
 fn a_busy_leader_sends_to_every_member() {
     let mut c = Cluster::new(3);
-    c.tick_all(40);
-    let leader = c.leader().expect("a leader after 40 ticks");
-    let me = leader as u64 + 1;
-    let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
-    c.propose(leader, 11, 1);
+    let (leader, peers) = elect_and_propose_one(&mut c);
     // Two commands in one slot: not a lone command.
     for seq in 2..=3 {
         c.replicas[leader]
@@ -686,11 +686,7 @@ fn a_busy_leader_sends_to_every_member() {
 #[test]
 fn a_slot_whose_fast_peer_went_down_is_retransmitted_to_all_and_chosen() {
     let mut c = Cluster::new(3);
-    c.tick_all(40);
-    let leader = c.leader().expect("a leader after 40 ticks");
-    let me = leader as u64 + 1;
-    let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
-    c.propose(leader, 11, 1);
+    let (leader, peers) = elect_and_propose_one(&mut c);
     let fast = (peers[0] - 1) as usize;
     let other = (peers[1] - 1) as usize;
     c.down[fast] = true;
@@ -723,11 +719,7 @@ fn with_thrifty_off_every_slot_goes_to_every_member() {
             ..r.config().clone()
         });
     }
-    c.tick_all(40);
-    let leader = c.leader().expect("a leader after 40 ticks");
-    let me = leader as u64 + 1;
-    let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
-    c.propose(leader, 11, 1);
+    let (leader, peers) = elect_and_propose_one(&mut c);
     let slot = propose_unsettled(&mut c, leader, 2);
     assert_eq!(recipients(&c.wire, "Accept", slot), peers);
 }
@@ -735,11 +727,7 @@ fn with_thrifty_off_every_slot_goes_to_every_member() {
 #[test]
 fn a_heartbeat_interval_after_the_last_slot_sent_to_all_the_next_goes_to_all() {
     let mut c = Cluster::new(3);
-    c.tick_all(40);
-    let leader = c.leader().expect("a leader after 40 ticks");
-    let me = leader as u64 + 1;
-    let peers: Vec<u64> = (1..=3).filter(|&id| id != me).collect();
-    c.propose(leader, 11, 1);
+    let (leader, peers) = elect_and_propose_one(&mut c);
     let thrifty = propose_unsettled(&mut c, leader, 2);
     assert_eq!(recipients(&c.wire, "Accept", thrifty), vec![peers[0]]);
     c.settle();
