@@ -596,8 +596,9 @@ impl World {
         }
     }
 
-    /// Snapshots the state machine every so many slots, makes it durable,
-    /// and only then lets the replica trim its log.
+    /// Snapshots the state machine every so many slots. As the server
+    /// does, the replica trims its log at once, while the log file keeps
+    /// those slots until the image is durable.
     fn maybe_snapshot(&mut self, node: usize) {
         let n = &mut self.nodes[node];
         let (Some(replica), Some(store)) = (&mut n.replica, &mut n.store) else {
@@ -612,6 +613,7 @@ impl World {
         // first).
         store.mark_snapshot(applied);
         let image = n.kv.encode();
+        replica.compact(applied);
         n.saving = true;
         let event = Event::SnapshotSaved {
             node: n.id,
@@ -623,14 +625,13 @@ impl World {
         self.schedule(delay, event);
     }
 
-    /// Saves a snapshot frozen earlier, trims the log after it, and lets
-    /// the replica forget the slots it covers.
+    /// Saves a snapshot frozen earlier and trims the log file after it.
     fn snapshot_saved(&mut self, id: NodeId, incarnation: u64, slot: u64, image: &[u8]) {
         let Some(node) = self.node_index(id) else {
             return;
         };
         let n = &mut self.nodes[node];
-        let (Some(replica), Some(store)) = (&mut n.replica, &mut n.store) else {
+        let (Some(_), Some(store)) = (&n.replica, &mut n.store) else {
             return;
         };
         if n.incarnation != incarnation {
@@ -641,11 +642,8 @@ impl World {
             .snapshot_writer()
             .save(slot, image)
             .and_then(|()| store.trim_after_snapshot(slot));
-        match saved {
-            Ok(()) => {
-                replica.compact(slot);
-            }
-            Err(e) => self.stop_node(node, &e.to_string()),
+        if let Err(e) = saved {
+            self.stop_node(node, &e.to_string());
         }
     }
 
@@ -660,6 +658,15 @@ impl World {
         let Ok(Some(snapshot)) = store.latest_snapshot() else {
             return;
         };
+        // As the server does: while a newer image is being saved, the one
+        // on disk would only bring the peer back for it.
+        let trimmed = self.nodes[node]
+            .replica
+            .as_ref()
+            .map_or(0, |r| r.snapshot_slot());
+        if snapshot.index < trimmed {
+            return;
+        }
         let slot = snapshot.index;
         let sender = SnapshotSender::new(slot, snapshot.data, SNAPSHOT_CHUNK_BYTES);
         let chunks: Vec<SnapshotChunk> = sender.chunks_from(0).collect();

@@ -87,7 +87,7 @@ pub enum Error {
     SnapshotMissing {
         /// The snapshot directory.
         dir: PathBuf,
-        /// The slot the log was to be trimmed to.
+        /// The slot a snapshot must cover: the trim's, or a mark's above it.
         slot: u64,
     },
 

@@ -170,7 +170,14 @@ impl<F: Fs + Clone> ReplicaStore<F> {
     /// here, so [`Self::trim_after_snapshot`] need not rewrite the records
     /// appended after this point, only the few slots after `slot` that
     /// were already in the log (decisions in flight).
-    pub fn mark_snapshot(&mut self, slot: u64) {
+    ///
+    /// The in-memory copy of the log up to `slot` is dropped now (the
+    /// records stay on disk): no trim may go below it, so nothing will
+    /// rewrite them. Until a snapshot at `slot` or later is saved, a trim
+    /// is refused. Returns what was dropped, for the caller to free where
+    /// it costs least.
+    pub fn mark_snapshot(&mut self, slot: u64) -> Durable {
+        let dropped = self.mirror.compact(slot);
         let after = slot + 1;
         let mut slots: Vec<u64> = self
             .mirror
@@ -186,6 +193,7 @@ impl<F: Fs + Clone> ReplicaStore<F> {
             lsn: self.wal.next_lsn(),
             slots,
         });
+        dropped
     }
 
     /// The second half of [`Self::checkpoint`] for a snapshot at `slot`
@@ -203,11 +211,14 @@ impl<F: Fs + Clone> ReplicaStore<F> {
     /// segments' files to the caller, so that a server can do it off the
     /// thread that serves.
     pub fn trim_after_snapshot_retiring(&mut self, slot: u64) -> Result<RetiredSegments<F>> {
+        // A mark dropped the copy of the log up to its slot: a trim that
+        // rewrites from the copy needs a snapshot at least that new.
+        let needed = slot.max(self.mirror.snapshot_slot);
         let latest = self.snapshots.latest_index()?;
-        if latest.is_none_or(|index| index < slot) {
+        if latest.is_none_or(|index| index < needed) {
             return Err(Error::SnapshotMissing {
                 dir: self.snapshots.dir().to_path_buf(),
-                slot,
+                slot: needed,
             });
         }
         self.sync()?;

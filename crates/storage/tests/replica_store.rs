@@ -261,6 +261,37 @@ fn a_marked_trim_keeps_later_records_in_place_and_undoes_nothing_newer() {
 }
 
 #[test]
+fn a_mark_drops_the_memory_copy_but_not_the_records_and_no_trim_goes_below_it() {
+    let fs = SimFs::new();
+    let dir = Path::new("/n6");
+    let mut store = with_accepted(&fs, dir, 200);
+    let dropped = store.mark_snapshot(150);
+    assert_eq!(
+        dropped.accepted.keys().copied().collect::<Vec<_>>(),
+        (1..=150).collect::<Vec<_>>(),
+        "the copy up to the mark is handed back"
+    );
+    // An older snapshot lands (a save begun before the mark): trimming at
+    // it would rewrite the log from a copy that no longer holds 101..=150.
+    store
+        .snapshot_writer()
+        .save(100, b"state at 100")
+        .expect("save");
+    let refused = store.trim_after_snapshot(100).expect_err("below the mark");
+    assert!(refused.to_string().contains("150"), "{refused}");
+    // A crash before the snapshot at the mark is saved: every record is
+    // still on disk.
+    drop(store);
+    let d = crash_and_reopen(fs.clone(), dir, 11).durable;
+    assert_eq!(d.snapshot_slot, 100);
+    assert_eq!(
+        d.accepted.keys().copied().collect::<Vec<_>>(),
+        (101..=200).collect::<Vec<_>>(),
+        "marking wrote and removed nothing"
+    );
+}
+
+#[test]
 fn retired_segments_stay_until_removed_and_either_way_recovery_agrees() {
     use storage::Fs;
     let first_segment = "00000000000000000001.wal".to_string();

@@ -83,14 +83,20 @@ impl Durable {
         }
     }
 
-    /// A snapshot covering every slot up to `slot` is durable: the log
-    /// before it is no longer needed.
-    pub fn compact(&mut self, slot: Slot) {
+    /// A snapshot covers every slot up to `slot`: the log before it is no
+    /// longer needed. Returns the entries dropped (in a `Durable` of their
+    /// own, nothing else set), for the caller to free where it costs least.
+    pub fn compact(&mut self, slot: Slot) -> Durable {
         if slot <= self.snapshot_slot {
-            return;
+            return Durable::default();
         }
         self.snapshot_slot = slot;
-        self.accepted = self.accepted.split_off(&(slot + 1));
-        self.committed = self.committed.split_off(&(slot + 1));
+        let accepted = self.accepted.split_off(&(slot + 1));
+        let committed = self.committed.split_off(&(slot + 1));
+        Durable {
+            accepted: std::mem::replace(&mut self.accepted, accepted),
+            committed: std::mem::replace(&mut self.committed, committed),
+            ..Durable::default()
+        }
     }
 }

@@ -237,10 +237,15 @@ impl Replica {
         self.snapshot_slot
     }
 
-    /// The runtime made a snapshot of the state machine covering every slot
-    /// up to `slot` durable: trim the log before it. Trimming follows the
-    /// applied point of a snapshot, never the chosen point alone. Returns
-    /// what was trimmed, for the runtime to drop where it costs least.
+    /// The runtime froze a snapshot of the state machine covering every
+    /// slot up to `slot`: trim the log before it. Trimming follows the
+    /// applied point of a snapshot, never the chosen point alone. The
+    /// runtime may call this before the snapshot is durable, as long as it
+    /// keeps those slots' records on disk until it is: the decisions are
+    /// final, so answering for them (Promise, Accepted, catch-up by
+    /// snapshot) needs no copy in memory, and a restart recovers them from
+    /// the disk. Returns what was trimmed, for the runtime to drop where it
+    /// costs least.
     pub fn compact(&mut self, slot: Slot) -> Compacted {
         assert!(slot <= self.applied, "a snapshot covers only applied slots");
         if slot <= self.snapshot_slot {

@@ -349,9 +349,10 @@ impl Disk {
 
     /// Notes, in order with the records before it, that the state machine
     /// was frozen at `slot` for a snapshot, so that the trim after it
-    /// rewrites little.
-    pub fn mark(&mut self, slot: u64) {
-        self.store.mark_snapshot(slot);
+    /// rewrites little. Returns the in-memory copy of the log it covers,
+    /// for [`Disk::discard`].
+    pub fn mark(&mut self, slot: u64) -> paxos::multi::Durable {
+        self.store.mark_snapshot(slot)
     }
 
     /// Trims the log after the snapshot at `slot` was saved. The dropped

@@ -90,9 +90,8 @@ pub struct Driver {
     snapshot_count: u64,
     /// Commands applied since the last snapshot (or start).
     applied_since_snapshot: u64,
-    /// A snapshot is being encoded and saved on the background thread; how
-    /// long the driver took to freeze its copy.
-    saving: Option<Duration>,
+    /// A snapshot is being encoded and saved on the background thread.
+    saving: Option<Saving>,
     /// Where the background thread reports, and (until `run` takes it) where
     /// the reports arrive.
     saved_tx: SavedSender,
@@ -647,7 +646,15 @@ impl Driver {
                 self.fail_write(command.client, command.seq, ApiError::NoLeader)
             }
             Output::SendSnapshot { to } => {
-                if let Some(snapshot) = self.disk.latest_snapshot()? {
+                // While a snapshot is being saved the log before it is gone
+                // from memory but the one on disk is older: sending that
+                // would only bring the peer back for the newer one. The core
+                // asks again after an election timeout.
+                if let Some(snapshot) = self
+                    .disk
+                    .latest_snapshot()?
+                    .filter(|s| s.index >= self.replica.snapshot_slot())
+                {
                     let sender =
                         SnapshotSender::new(snapshot.index, snapshot.data, SNAPSHOT_CHUNK_BYTES);
                     info!(
@@ -803,8 +810,9 @@ impl Driver {
     /// Starts a snapshot once enough commands were applied since the
     /// last one. The driver only freezes a copy of the store (value bytes
     /// shared, not copied); the background thread encodes and saves it while
-    /// the driver goes on serving, and [`Driver::snapshot_saved`] trims the
-    /// log after it.
+    /// the driver goes on serving. The replica's log is trimmed now;
+    /// [`Driver::snapshot_saved`] trims the log file once the image is
+    /// durable.
     fn maybe_checkpoint(&mut self) -> Result<(), String> {
         // The image must be the store's state at the slot it is saved under.
         let applied = self.applied_slot;
@@ -821,13 +829,27 @@ impl Driver {
         }
         let started = Instant::now();
         let frozen = self.store.frozen();
-        self.disk.mark(applied);
+        let froze = started.elapsed();
+        // The frozen image holds every applied slot: the two in-memory
+        // copies of the log before it (the replica's, and the one the disk
+        // rewrites from at a trim) go now, not when the image is on disk,
+        // so a member never holds a whole snapshot interval of log beside
+        // its store during the save. The log file keeps those slots until
+        // the save is durable. The background thread frees them before it
+        // starts the save.
+        let mirrored = self.disk.mark(applied);
+        let compacted = self.replica.compact(applied);
+        self.disk.discard(Box::new((compacted, mirrored)));
+        self.disk.release_memory();
         self.disk.save_snapshot(
             applied,
             Box::new(move |sink| frozen.write_snapshot(sink)),
             self.saved_tx.clone(),
         )?;
-        self.saving = Some(started.elapsed());
+        self.saving = Some(Saving {
+            froze,
+            compacted: started.elapsed() - froze,
+        });
         self.applied_since_snapshot = 0;
         Ok(())
     }
@@ -835,23 +857,21 @@ impl Driver {
     /// The background thread saved a snapshot (or failed to: storage errors
     /// stop the node): the log before it goes.
     async fn snapshot_saved(&mut self, result: Result<Saved, String>) -> Result<(), String> {
-        let froze = self.saving.take().unwrap_or_default();
+        let saving = self.saving.take().unwrap_or_default();
         let saved = result?;
         let started = Instant::now();
         self.disk.trim(saved.slot, self.saved_tx.clone())?;
         let trimmed = started.elapsed();
-        let compacted = self.replica.compact(saved.slot);
-        self.disk.discard(Box::new(compacted));
         self.disk.release_memory();
         info!(
             slot = saved.slot,
             bytes = saved.bytes,
-            freeze_ms = froze.as_millis() as u64,
+            freeze_ms = saving.froze.as_millis() as u64,
+            compact_ms = saving.compacted.as_millis() as u64,
             encode_ms = saved.encode.as_millis() as u64,
             write_ms = saved.write.as_millis() as u64,
             paused_ms = saved.paused.as_millis() as u64,
             trim_ms = trimmed.as_millis() as u64,
-            compact_ms = (started.elapsed() - trimmed).as_millis() as u64,
             "snapshot saved, log trimmed"
         );
         Ok(())
@@ -861,6 +881,16 @@ impl Driver {
     pub fn store(&self) -> &Store {
         &self.store
     }
+}
+
+/// What the driver spent on a snapshot before handing it to the
+/// background thread, reported when the save is done.
+#[derive(Debug, Default)]
+struct Saving {
+    /// Freezing the store's copy.
+    froze: Duration,
+    /// Trimming the log the frozen copy covers.
+    compacted: Duration,
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
