@@ -232,7 +232,8 @@ impl<F: Fs + Clone> ReplicaStore<F> {
     /// stay where they are; the promise and the marked slots' latest
     /// records are appended again; segments wholly before `mark.lsn` go.
     fn trim_from_mark(&mut self, mark: SnapshotMark) -> Result<RetiredSegments<F>> {
-        self.mirror.compact(mark.slot);
+        // The mark already dropped the mirror up to its slot.
+        debug_assert!(self.mirror.snapshot_slot >= mark.slot);
         self.append(&PaxosRecord::Promise(self.mirror.promised))?;
         for slot in &mark.slots {
             if let Some((ballot, value)) = self.mirror.accepted.get(slot).cloned() {
