@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::message::{Slot, Value};
+use super::take_through;
 use crate::ballot::Ballot;
 
 /// A change to stable state. The core emits these as `Output::Persist`; the
@@ -91,11 +92,9 @@ impl Durable {
             return Durable::default();
         }
         self.snapshot_slot = slot;
-        let accepted = self.accepted.split_off(&(slot + 1));
-        let committed = self.committed.split_off(&(slot + 1));
         Durable {
-            accepted: std::mem::replace(&mut self.accepted, accepted),
-            committed: std::mem::replace(&mut self.committed, committed),
+            accepted: take_through(&mut self.accepted, slot),
+            committed: take_through(&mut self.committed, slot),
             ..Durable::default()
         }
     }

@@ -26,3 +26,13 @@ pub use durable::{Durable, Record};
 pub use message::{AcceptedEntry, ClientId, Command, Envelope, Message, Slot, Value};
 pub use output::{Output, ProposeError, ReadId};
 pub use replica::{Compacted, Replica, Role};
+
+use std::collections::BTreeMap;
+
+/// Takes every entry of a slot-keyed map up to and including `slot` out of
+/// it and returns them: how a compaction drops the log a snapshot covers,
+/// handing it back so the caller decides where the freeing happens.
+pub(crate) fn take_through<V>(map: &mut BTreeMap<Slot, V>, slot: Slot) -> BTreeMap<Slot, V> {
+    let after = map.split_off(&(slot + 1));
+    std::mem::replace(map, after)
+}

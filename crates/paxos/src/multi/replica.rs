@@ -6,6 +6,7 @@ use super::config::{Bug, Config};
 use super::durable::{Durable, Record};
 use super::message::{AcceptedEntry, Command, Envelope, Message, Slot, Value};
 use super::output::{Output, ProposeError, ReadId};
+use super::take_through;
 use crate::ballot::{Ballot, NodeId};
 
 /// What a replica is doing as a proposer.
@@ -147,8 +148,8 @@ impl Replica {
         let snapshot_slot = durable.snapshot_slot;
         let mut accepted = durable.accepted;
         let mut chosen = durable.committed;
-        accepted = accepted.split_off(&(snapshot_slot + 1));
-        chosen = chosen.split_off(&(snapshot_slot + 1));
+        take_through(&mut accepted, snapshot_slot);
+        take_through(&mut chosen, snapshot_slot);
         let mut replica = Replica {
             config,
             promised,
@@ -252,11 +253,9 @@ impl Replica {
             return Compacted::default();
         }
         self.snapshot_slot = slot;
-        let accepted = self.accepted.split_off(&(slot + 1));
-        let chosen = self.chosen.split_off(&(slot + 1));
         Compacted {
-            accepted: std::mem::replace(&mut self.accepted, accepted),
-            chosen: std::mem::replace(&mut self.chosen, chosen),
+            accepted: take_through(&mut self.accepted, slot),
+            chosen: take_through(&mut self.chosen, slot),
         }
     }
 
@@ -270,10 +269,10 @@ impl Replica {
         self.commit_index = slot;
         self.applied = slot;
         self.snapshot_slot = slot;
-        self.accepted = self.accepted.split_off(&(slot + 1));
-        self.chosen = self.chosen.split_off(&(slot + 1));
+        take_through(&mut self.accepted, slot);
+        take_through(&mut self.chosen, slot);
         if let State::Leader(leader) = &mut self.state {
-            leader.inflight = leader.inflight.split_off(&(slot + 1));
+            take_through(&mut leader.inflight, slot);
             leader.next_slot = leader.next_slot.max(slot + 1);
         }
         self.advance();
