@@ -655,18 +655,22 @@ impl World {
         let Some(store) = &self.nodes[node].store else {
             return;
         };
-        let Ok(Some(snapshot)) = store.latest_snapshot() else {
-            return;
-        };
         // As the server does: while a newer image is being saved, the one
-        // on disk would only bring the peer back for it.
+        // on disk would only bring the peer back for it, so it is not read.
         let trimmed = self.nodes[node]
             .replica
             .as_ref()
             .map_or(0, |r| r.snapshot_slot());
-        if snapshot.index < trimmed {
+        if !matches!(store.latest_snapshot_index(), Ok(Some(i)) if i >= trimmed) {
             return;
         }
+        let Ok(Some(snapshot)) = store.latest_snapshot() else {
+            return;
+        };
+        debug_assert!(
+            snapshot.index >= trimmed,
+            "snapshots are never replaced by older ones"
+        );
         let slot = snapshot.index;
         let sender = SnapshotSender::new(slot, snapshot.data, SNAPSHOT_CHUNK_BYTES);
         let chunks: Vec<SnapshotChunk> = sender.chunks_from(0).collect();

@@ -306,6 +306,13 @@ impl<F: Fs + Clone> ReplicaStore<F> {
         self.snapshots.load_latest()
     }
 
+    /// The slot the latest saved snapshot covers, from its name alone: a
+    /// caller that may not want an image that old asks this before paying
+    /// for reading it whole.
+    pub fn latest_snapshot_index(&self) -> Result<Option<u64>> {
+        self.snapshots.latest_index()
+    }
+
     /// Write-ahead log segments on disk now.
     pub fn segment_count(&self) -> usize {
         self.wal.segment_count()

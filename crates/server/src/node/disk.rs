@@ -392,6 +392,13 @@ impl Disk {
         self.store.latest_snapshot().map_err(|e| e.to_string())
     }
 
+    /// The slot the latest saved snapshot covers, without reading it.
+    pub fn latest_snapshot_index(&self) -> Result<Option<u64>, String> {
+        self.store
+            .latest_snapshot_index()
+            .map_err(|e| e.to_string())
+    }
+
     /// Takes a chunk of a peer's snapshot; the whole snapshot once installed.
     pub fn receive(
         &mut self,

@@ -649,11 +649,18 @@ impl Driver {
                 // While a snapshot is being saved the log before it is gone
                 // from memory but the one on disk is older: sending that
                 // would only bring the peer back for the newer one. The core
-                // asks again after an election timeout.
-                if let Some(snapshot) = self
+                // asks again after an election timeout. The name tells the
+                // slot, so a stale image is not read at all.
+                let trimmed = self.replica.snapshot_slot();
+                let fresh = self
                     .disk
-                    .latest_snapshot()?
-                    .filter(|s| s.index >= self.replica.snapshot_slot())
+                    .latest_snapshot_index()?
+                    .is_some_and(|i| i >= trimmed);
+                if let Some(snapshot) = fresh
+                    .then(|| self.disk.latest_snapshot())
+                    .transpose()?
+                    .flatten()
+                    .filter(|s| s.index >= trimmed)
                 {
                     let sender =
                         SnapshotSender::new(snapshot.index, snapshot.data, SNAPSHOT_CHUNK_BYTES);
