@@ -44,7 +44,7 @@ impl Cluster {
                     self.disks[i].apply(&r);
                     persisted_since_send = true;
                 }
-                Output::Send(e) => {
+                Output::Send(e) | Output::Announce(e) => {
                     assert!(persisted_since_send);
                     self.wire.push_back(e);
                 }
@@ -624,6 +624,72 @@ fn an_idle_leader_sends_a_lone_command_to_the_peer_that_answered_first() {
     assert!(accepted_at(&c.disks[voter]));
     assert!(accepted_at(&c.disks[leader]));
     assert!(!accepted_at(&c.disks[left_out]));
+}
+
+#[test]
+fn a_leader_announces_fresh_decisions_but_sends_catch_up_answers() {
+    let mut c = Cluster::new(3);
+    let (leader, peers) = elect_and_propose_one(&mut c);
+    let slot = propose_unsettled(&mut c, leader, 2);
+    let voter = (peers[0] - 1) as usize;
+    let accept = c.wire.pop_front().expect("the Accept");
+    assert!(c.wire.is_empty(), "a lone command goes to one peer");
+    c.replicas[voter].step(accept);
+    let accepted = c.replicas[voter]
+        .take_outputs()
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Send(e) if matches!(e.message, Message::Accepted { .. }) => Some(e),
+            _ => None,
+        })
+        .expect("the voter's Accepted");
+    c.replicas[leader].step(accepted);
+    let outputs = c.replicas[leader].take_outputs();
+    // The decisions are announcements, which a runtime may hold back; none
+    // is a plain send.
+    let mut announced: Vec<(u64, &str)> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Announce(e) => Some((e.to, e.message.kind())),
+            _ => None,
+        })
+        .collect();
+    announced.sort();
+    let mut expected = vec![(peers[0], "Chosen"), (peers[1], "Commit")];
+    expected.sort();
+    assert_eq!(announced, expected);
+    assert!(
+        !outputs.iter().any(|o| matches!(o, Output::Send(e)
+            if matches!(e.message, Message::Commit { .. } | Message::Chosen { .. }))),
+        "{outputs:?}"
+    );
+    assert!(
+        outputs.contains(&Output::Apply {
+            slot,
+            value: Value::Batch(
+                vec![Command {
+                    client: 11,
+                    seq: 2,
+                    payload: vec![2]
+                }]
+                .into()
+            ),
+        })
+    );
+
+    // A lagging peer asking for decisions waits on them: those are sends.
+    c.replicas[leader].step(Envelope {
+        from: peers[1],
+        to: leader as u64 + 1,
+        message: Message::CatchUp { from: slot },
+    });
+    let answers = c.replicas[leader].take_outputs();
+    assert!(
+        answers.iter().any(|o| matches!(o, Output::Send(Envelope { to, message: Message::Commit { slot: s, .. }, .. })
+            if *to == peers[1] && *s == slot)),
+        "{answers:?}"
+    );
+    assert!(!answers.iter().any(|o| matches!(o, Output::Announce(_))));
 }
 
 #[test]

@@ -530,7 +530,9 @@ impl World {
                         n.unsynced.push((slot, ballot, value));
                     }
                 }
-                Output::Send(envelope) => self.send(envelope),
+                // The network's delays cover a runtime holding a decision
+                // back, so the simulator sends it at once.
+                Output::Send(envelope) | Output::Announce(envelope) => self.send(envelope),
                 Output::Apply { slot, value } => {
                     self.oracle.applied(self.now, id, slot, &value);
                     self.apply(node, &value);

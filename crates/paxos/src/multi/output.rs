@@ -21,6 +21,15 @@ pub enum Output {
     Persist(Record),
     /// Send this message to a peer.
     Send(Envelope),
+    /// Tell a peer that a slot is decided (`Chosen`, or `Commit` with the
+    /// value for one that did not vote). Nothing in the protocol waits for
+    /// it, since the leader has learned the value itself, so the runtime
+    /// may hold it back for a while (it must still send it, for peers
+    /// apply only what they learn) and let the leader's answers to its
+    /// clients leave first. A peer that handed the leader a client's
+    /// command does wait for it to answer that client; only the runtime
+    /// knows of those.
+    Announce(Envelope),
     /// `value` is chosen for `slot`: apply it to the state machine. Applies
     /// come strictly in slot order.
     Apply {

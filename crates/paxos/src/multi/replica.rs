@@ -1023,7 +1023,11 @@ impl Replica {
                     value: proposal.value.clone(),
                 }
             };
-            self.send(to, message);
+            self.outputs.push(Output::Announce(Envelope {
+                from: me,
+                to,
+                message,
+            }));
         }
         self.learn(slot, proposal.value);
     }

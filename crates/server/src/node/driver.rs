@@ -8,7 +8,7 @@
 //! made durable with one fsync, right here, and only then do the sends,
 //! applies and replies after them go out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::disk::{Disk, Saved, SavedSender};
 use super::forward::Forward;
+use super::held::HeldDecisions;
 use super::metrics::NodeMetrics;
 use crate::api::ApiError;
 use crate::transport::TransportHandle;
@@ -39,6 +40,14 @@ const EXPIRE_LEASES_PER_TICK_MAX: usize = 64;
 pub type ReadFn = Box<dyn FnOnce(Result<&Store, ApiError>) + Send>;
 /// Runs inside the driver with full access (status, watches, local reads).
 pub type LocalFn = Box<dyn FnOnce(&mut Driver) + Send>;
+
+/// Queues a message on its peer's connection; a peer out of reach is the
+/// protocol's to live with.
+fn send(transport: &TransportHandle, envelope: &Envelope) {
+    if let Err(e) = transport.send(envelope) {
+        debug!(%e, to = envelope.to, "send failed");
+    }
+}
 
 /// Watch responses of one driver turn, each with its session and the
 /// session's queue, for the delivery task (see [`deliver_watch_responses`]).
@@ -118,6 +127,12 @@ pub struct Driver {
     /// Each peer's client URLs, as it last told us.
     pub(super) peer_client_urls: HashMap<NodeId, Vec<String>>,
     ticks: u64,
+    /// Decisions for peers held back until the end of the next turn.
+    held: HeldDecisions,
+    /// Commands peers handed us that are not applied yet: each of those
+    /// peers waits for the decision to answer its client, so while any is
+    /// in flight no decision is held back.
+    forwarded: HashSet<(u64, u64)>,
 }
 
 impl Driver {
@@ -169,6 +184,8 @@ impl Driver {
             client_urls: Vec::new(),
             peer_client_urls: HashMap::new(),
             ticks: 0,
+            held: HeldDecisions::default(),
+            forwarded: HashSet::new(),
         }
     }
 
@@ -493,8 +510,11 @@ impl Driver {
                 client,
                 seq,
                 command,
-            } => {
-                if let Err(e) = self.propose_local(client, seq, command) {
+            } => match self.propose_local(client, seq, command) {
+                Ok(()) => {
+                    self.forwarded.insert((client, seq));
+                }
+                Err(e) => {
                     let leader = match e {
                         ProposeError::NotLeader {
                             leader: Some(l), ..
@@ -508,7 +528,7 @@ impl Driver {
                     };
                     let _ = self.transport.send_forward(from, &refused.encode());
                 }
-            }
+            },
             Forward::Refused { client, seq, .. } => {
                 self.fail_write(client, seq, ApiError::NoLeader)
             }
@@ -571,6 +591,7 @@ impl Driver {
     /// is. Commit records alone are appended without an fsync: they are
     /// hints, synced with the next barrier.
     async fn flush(&mut self) -> Result<(), String> {
+        self.held.start_turn();
         loop {
             self.replica.fill();
             let outputs = self.replica.take_outputs();
@@ -611,6 +632,9 @@ impl Driver {
                 self.execute(output).await?;
             }
         }
+        for decision in self.held.take_due() {
+            send(&self.transport, &decision);
+        }
         self.transport.flush();
         self.deliver_watches();
         self.maybe_checkpoint()
@@ -619,10 +643,14 @@ impl Driver {
     async fn execute(&mut self, output: Output) -> Result<(), String> {
         match output {
             Output::Persist(_) => {}
-            Output::Send(envelope) => {
-                if let Err(e) = self.transport.send(&envelope) {
-                    debug!(%e, to = envelope.to, "send failed");
+            Output::Send(envelope) => send(&self.transport, &envelope),
+            Output::Announce(decision) if self.forwarded.is_empty() => self.held.hold(decision),
+            Output::Announce(decision) => {
+                // A peer waits for a decision to answer its client.
+                for earlier in self.held.take_all() {
+                    send(&self.transport, &earlier);
                 }
+                send(&self.transport, &decision);
             }
             Output::Apply { slot, value } => self.apply(slot, value),
             Output::ReadReady { read } => match self.reads.remove(&read) {
@@ -643,6 +671,7 @@ impl Driver {
                 None => {}
             },
             Output::Rejected { command, .. } => {
+                self.forwarded.remove(&(command.client, command.seq));
                 self.fail_write(command.client, command.seq, ApiError::NoLeader)
             }
             Output::SendSnapshot { to } => {
@@ -691,6 +720,8 @@ impl Driver {
             Output::SteppedDown { ballot } => {
                 info!(%ballot, "no longer leading");
                 self.expiring.clear();
+                // Their peers hand them to the next leader.
+                self.forwarded.clear();
             }
         }
         Ok(())
@@ -709,6 +740,9 @@ impl Driver {
     }
 
     fn apply_command(&mut self, c: &Command) {
+        if !self.forwarded.is_empty() {
+            self.forwarded.remove(&(c.client, c.seq));
+        }
         let Some((stamp, body)) = c.payload.split_first_chunk::<8>() else {
             warn!(
                 client = c.client,

@@ -19,6 +19,7 @@
 mod disk;
 mod driver;
 pub mod forward;
+mod held;
 mod metrics;
 mod tuning;
 
