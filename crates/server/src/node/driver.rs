@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use kv::{ApplyContext, KvError, LeaseId, SessionOutcome, Store, WatchHub, WatchResponse};
 use paxos::NodeId;
-use paxos::multi::{Command, Envelope, Output, ProposeError, ReadId, Record, Replica, Value};
+use paxos::multi::{
+    Command, Envelope, Message, Output, ProposeError, ReadId, Record, Replica, Value,
+};
 use storage::SnapshotSender;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -643,7 +645,16 @@ impl Driver {
     async fn execute(&mut self, output: Output) -> Result<(), String> {
         match output {
             Output::Persist(_) => {}
-            Output::Send(envelope) => send(&self.transport, &envelope),
+            Output::Send(envelope) => {
+                if matches!(envelope.message, Message::Heartbeat { .. }) {
+                    // It tells the commit index: the decisions it covers go
+                    // first, or the peer would ask for them again.
+                    for earlier in self.held.take_all() {
+                        send(&self.transport, &earlier);
+                    }
+                }
+                send(&self.transport, &envelope)
+            }
             Output::Announce(decision) if self.forwarded.is_empty() => self.held.hold(decision),
             Output::Announce(decision) => {
                 // A peer waits for a decision to answer its client.
