@@ -17,9 +17,9 @@ const MMAP_THRESHOLD_BYTES: libc::c_int = 1 << 20;
 /// thread) to have its own. With two, the driver's long-lived store shared
 /// a heap with the request buffers the workers allocate and free by the
 /// thousand, whose holes kept the leader 10-15 MiB above its followers:
-/// after the comparison's put runs its RSS was 127-128 MiB with 2 arenas,
-/// 120-123 with 8 (followers 108-115), and 256 clients ran 27,000 against
-/// 28,500-29,800 puts/s (docs/BENCHMARKS.md, ninth round).
+/// after the comparison's put runs the largest member's RSS was 127-128
+/// MiB with 2 arenas and 120-123 with 8, and 256 clients ran 27,000
+/// against 28,500-29,800 puts/s (docs/BENCHMARKS.md, ninth round).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const ARENAS_MAX: libc::c_int = 8;
 
