@@ -663,16 +663,9 @@ impl World {
             .replica
             .as_ref()
             .map_or(0, |r| r.snapshot_slot());
-        if !matches!(store.latest_snapshot_index(), Ok(Some(i)) if i >= trimmed) {
-            return;
-        }
-        let Ok(Some(snapshot)) = store.latest_snapshot() else {
+        let Ok(Some(snapshot)) = store.latest_snapshot_from(trimmed) else {
             return;
         };
-        debug_assert!(
-            snapshot.index >= trimmed,
-            "snapshots are never replaced by older ones"
-        );
         let slot = snapshot.index;
         let sender = SnapshotSender::new(slot, snapshot.data, SNAPSHOT_CHUNK_BYTES);
         let chunks: Vec<SnapshotChunk> = sender.chunks_from(0).collect();

@@ -301,16 +301,11 @@ impl<F: Fs + Clone> ReplicaStore<F> {
         self.wal.retire_before(first)
     }
 
-    /// The latest saved snapshot, to send a lagging peer.
-    pub fn latest_snapshot(&self) -> Result<Option<Snapshot>> {
-        self.snapshots.load_latest()
-    }
-
-    /// The slot the latest saved snapshot covers, from its name alone: a
-    /// caller that may not want an image that old asks this before paying
-    /// for reading it whole.
-    pub fn latest_snapshot_index(&self) -> Result<Option<u64>> {
-        self.snapshots.latest_index()
+    /// The latest saved snapshot, to send a lagging peer, if it covers at
+    /// least `min_slot`: while a newer one is being saved, the older image
+    /// would only bring the peer back, so it is not read.
+    pub fn latest_snapshot_from(&self, min_slot: u64) -> Result<Option<Snapshot>> {
+        self.snapshots.load_latest_from(min_slot)
     }
 
     /// Write-ahead log segments on disk now.

@@ -604,9 +604,18 @@ impl<F: Fs> SnapshotStore<F> {
     /// [`Error::Corrupt`] naming the file and offset; there is no silent fallback to an older
     /// one, since the log it would need may already be gone.
     pub fn load_latest(&self) -> Result<Option<Snapshot>> {
+        self.load_latest_from(0)
+    }
+
+    /// Like [`SnapshotStore::load_latest`], but only a snapshot covering at least
+    /// `min_index`: an older one, known by its name, is not read at all.
+    pub fn load_latest_from(&self, min_index: u64) -> Result<Option<Snapshot>> {
         let Some(index) = list_snapshots(&self.fs, &self.dir)?.pop() else {
             return Ok(None);
         };
+        if index < min_index {
+            return Ok(None);
+        }
         let path = self.dir.join(snapshot_name(index));
         let file = self.fs.open(&path).map_err(io_error("open", &path))?;
         let file_bytes = file.len_bytes().map_err(io_error("stat", &path))?;

@@ -51,12 +51,19 @@ fn save_and_load<F: Fs + Clone>(fs: F, dir: &Path) {
             vec![format!("snapshot-{index:020}.snap")]
         );
     }
+    let newest = 10 + sizes.len() as u64 - 1;
+    // Asked for one at least as new as a slot: the newest if it is, else none.
+    assert_eq!(
+        store
+            .load_latest_from(newest)
+            .expect("load")
+            .map(|s| s.index),
+        Some(newest)
+    );
+    assert_eq!(store.load_latest_from(newest + 1).expect("load"), None);
     drop(store);
     let store = SnapshotStore::open(fs, dir, options()).expect("reopen");
-    assert_eq!(
-        store.latest_index().expect("index"),
-        Some(10 + sizes.len() as u64 - 1)
-    );
+    assert_eq!(store.latest_index().expect("index"), Some(newest));
 }
 
 #[test]

@@ -387,15 +387,10 @@ impl Disk {
         let _ = self.background.send(Background::ReleaseMemory);
     }
 
-    /// The latest saved snapshot.
-    pub fn latest_snapshot(&self) -> Result<Option<Snapshot>, String> {
-        self.store.latest_snapshot().map_err(|e| e.to_string())
-    }
-
-    /// The slot the latest saved snapshot covers, without reading it.
-    pub fn latest_snapshot_index(&self) -> Result<Option<u64>, String> {
+    /// The latest saved snapshot, if it covers at least `min_slot`.
+    pub fn latest_snapshot_from(&self, min_slot: u64) -> Result<Option<Snapshot>, String> {
         self.store
-            .latest_snapshot_index()
+            .latest_snapshot_from(min_slot)
             .map_err(|e| e.to_string())
     }
 

@@ -649,18 +649,14 @@ impl Driver {
                 if matches!(envelope.message, Message::Heartbeat { .. }) {
                     // It tells the commit index: the decisions it covers go
                     // first, or the peer would ask for them again.
-                    for earlier in self.held.take_all() {
-                        send(&self.transport, &earlier);
-                    }
+                    self.release_held();
                 }
                 send(&self.transport, &envelope)
             }
             Output::Announce(decision) if self.forwarded.is_empty() => self.held.hold(decision),
             Output::Announce(decision) => {
                 // A peer waits for a decision to answer its client.
-                for earlier in self.held.take_all() {
-                    send(&self.transport, &earlier);
-                }
+                self.release_held();
                 send(&self.transport, &decision);
             }
             Output::Apply { slot, value } => self.apply(slot, value),
@@ -689,18 +685,10 @@ impl Driver {
                 // While a snapshot is being saved the log before it is gone
                 // from memory but the one on disk is older: sending that
                 // would only bring the peer back for the newer one. The core
-                // asks again after an election timeout. The name tells the
-                // slot, so a stale image is not read at all.
-                let trimmed = self.replica.snapshot_slot();
-                let fresh = self
+                // asks again after an election timeout.
+                if let Some(snapshot) = self
                     .disk
-                    .latest_snapshot_index()?
-                    .is_some_and(|i| i >= trimmed);
-                if let Some(snapshot) = fresh
-                    .then(|| self.disk.latest_snapshot())
-                    .transpose()?
-                    .flatten()
-                    .filter(|s| s.index >= trimmed)
+                    .latest_snapshot_from(self.replica.snapshot_slot())?
                 {
                     let sender =
                         SnapshotSender::new(snapshot.index, snapshot.data, SNAPSHOT_CHUNK_BYTES);
@@ -736,6 +724,13 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Sends every held decision now, oldest first.
+    fn release_held(&mut self) {
+        for earlier in self.held.take_all() {
+            send(&self.transport, &earlier);
+        }
     }
 
     fn apply(&mut self, slot: u64, value: Value) {
