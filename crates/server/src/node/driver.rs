@@ -129,7 +129,7 @@ pub struct Driver {
     /// Each peer's client URLs, as it last told us.
     pub(super) peer_client_urls: HashMap<NodeId, Vec<String>>,
     ticks: u64,
-    /// Decisions for peers held back until the end of the next turn.
+    /// Decisions for peers held back (see `held.rs`).
     held: HeldDecisions,
     /// Commands peers handed us that are not applied yet: each of those
     /// peers waits for the decision to answer its client, so while any is
@@ -267,6 +267,8 @@ impl Driver {
     }
 
     fn tick(&mut self) {
+        // What is held leaves at least once a tick (see `held.rs`).
+        self.release_held();
         let random = self.random();
         self.replica.tick(random);
         let now = Instant::now();
@@ -623,7 +625,12 @@ impl Driver {
             }
             if records.iter().any(Record::is_barrier) {
                 // What may leave before the barrier leaves now, so that
-                // peers work while this member syncs.
+                // peers work while this member syncs. The decisions of
+                // earlier turns go with them: the voters' ride with this
+                // turn's `Accept`.
+                for decision in self.held.take_due() {
+                    send(&self.transport, &decision);
+                }
                 self.transport.flush();
                 let micros = self.disk.persist(&records)?;
                 self.metrics.fsync(micros);
@@ -663,6 +670,9 @@ impl Driver {
             Output::ReadReady { read } => match self.reads.remove(&read) {
                 Some(ReadWaiter::Local(serve, _)) => serve(Ok(&self.store)),
                 Some(ReadWaiter::Remote { from, id }) => {
+                    // The peer serves the read once it has applied up to
+                    // the index: the decisions it needs go first.
+                    self.release_held();
                     let index = self.replica.applied();
                     let reply = Forward::ReadIndexReply { id, index };
                     let _ = self.transport.send_forward(from, &reply.encode());

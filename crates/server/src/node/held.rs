@@ -1,62 +1,83 @@
-//! Decisions a leader holds back for one turn (see
-//! [`paxos::multi::Output::Announce`]).
+//! Decisions a leader holds back (see [`paxos::multi::Output::Announce`]).
 //!
 //! At one client a leader's turn that learns a slot has three writes to
 //! make: the client's answer and a decision for each peer. Written in that
 //! turn, the decisions wake the peers on the leader's own core and delay
 //! the answer, and the client's next request waits for the leader to go
-//! idle. Held until the end of the next turn (the one the next request
-//! brings, or the next tick), they leave while that turn's write is being
-//! synced, off the path of any client.
+//! idle. So they wait:
+//!
+//! - A `Chosen` for a member that voted leaves by the end of the next turn
+//!   (the one the next request brings, or the next tick). When that turn
+//!   syncs, it leaves with the turn's `Accept`, in the same write to the
+//!   same peer.
+//! - A `Commit` with the value for the member that did not vote is the one
+//!   write that wakes a third process for each put: it waits for the next
+//!   tick or heartbeat, or until [`COMMITS_HELD_MAX`] are held, and then
+//!   they go together.
 
-use std::vec::Drain;
+use paxos::multi::{Envelope, Message};
 
-use paxos::multi::Envelope;
+/// `Commit`s held at most: past it they leave at the end of the turn.
+/// One tick of puts at one client is about 25.
+pub const COMMITS_HELD_MAX: usize = 64;
 
-/// The held decisions, oldest first, and how many were held in an earlier
-/// turn than the current one.
+/// The held decisions, oldest first.
 #[derive(Debug, Default)]
 pub struct HeldDecisions {
-    queue: Vec<Envelope>,
+    /// `Chosen` for the voters.
+    chosen: Vec<Envelope>,
+    /// How many of `chosen` were held in an earlier turn than this one.
     earlier: usize,
+    /// `Commit` for the member left out of the vote.
+    commits: Vec<Envelope>,
 }
 
 impl HeldDecisions {
-    /// A turn begins: everything held now leaves by its end.
+    /// A turn begins: every `Chosen` held now leaves by its end.
     pub fn start_turn(&mut self) {
-        self.earlier = self.queue.len();
+        self.earlier = self.chosen.len();
     }
 
-    /// Holds a decision until the end of the next turn at the latest.
+    /// Holds a decision.
     pub fn hold(&mut self, decision: Envelope) {
-        self.queue.push(decision);
+        match decision.message {
+            Message::Commit { .. } => self.commits.push(decision),
+            _ => self.chosen.push(decision),
+        }
     }
 
-    /// Every held decision, oldest first: someone waits for a decision,
-    /// and those before it go first.
-    pub fn take_all(&mut self) -> Drain<'_, Envelope> {
+    /// Every held decision, oldest first for each peer: someone waits for
+    /// a decision (or the tick has come), and those before it go first.
+    pub fn take_all(&mut self) -> impl Iterator<Item = Envelope> + '_ {
         self.earlier = 0;
-        self.queue.drain(..)
+        self.chosen.drain(..).chain(self.commits.drain(..))
     }
 
-    /// The decisions held before this turn began, oldest first: the turn
-    /// is ending, and they may wait no longer.
-    pub fn take_due(&mut self) -> Drain<'_, Envelope> {
+    /// What may wait no longer at the end of a turn, oldest first for each
+    /// peer: the `Chosen` held before the turn began, and the `Commit`s if
+    /// [`COMMITS_HELD_MAX`] are held.
+    pub fn take_due(&mut self) -> impl Iterator<Item = Envelope> + '_ {
         let due = std::mem::take(&mut self.earlier);
-        debug_assert!(due <= self.queue.len(), "only take_all shrinks the queue");
-        self.queue.drain(..due)
+        debug_assert!(due <= self.chosen.len(), "only take_all shrinks the queue");
+        let commits = if self.commits.len() >= COMMITS_HELD_MAX {
+            self.commits.len()
+        } else {
+            0
+        };
+        self.chosen
+            .drain(..due)
+            .chain(self.commits.drain(..commits))
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.queue.len()
+        self.chosen.len() + self.commits.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use paxos::multi::Message;
 
     fn chosen(slot: u64) -> Envelope {
         Envelope {
@@ -69,10 +90,21 @@ mod tests {
         }
     }
 
-    fn slots(drain: Drain<'_, Envelope>) -> Vec<u64> {
+    fn commit(slot: u64) -> Envelope {
+        Envelope {
+            from: 1,
+            to: 3,
+            message: Message::Commit {
+                slot,
+                value: paxos::multi::Value::Noop,
+            },
+        }
+    }
+
+    fn slots(drain: impl Iterator<Item = Envelope>) -> Vec<u64> {
         drain
             .map(|e| match e.message {
-                Message::Chosen { slot, .. } => slot,
+                Message::Chosen { slot, .. } | Message::Commit { slot, .. } => slot,
                 other => panic!("not a decision: {other:?}"),
             })
             .collect()
@@ -125,5 +157,36 @@ mod tests {
         assert_eq!(slots(held.take_due()), Vec::<u64>::new());
         held.start_turn();
         assert_eq!(slots(held.take_due()), vec![3]);
+    }
+
+    #[test]
+    fn commits_wait_past_turn_ends_until_taken_or_too_many() {
+        let mut held = HeldDecisions::default();
+        held.start_turn();
+        held.hold(chosen(1));
+        held.hold(commit(1));
+        held.start_turn();
+        assert_eq!(slots(held.take_due()), vec![1], "the chosen only");
+        for turn in 0..5 {
+            held.start_turn();
+            assert_eq!(slots(held.take_due()), Vec::<u64>::new(), "turn {turn}");
+        }
+        held.hold(commit(2));
+        assert_eq!(slots(held.take_all()), vec![1, 2]);
+        assert_eq!(held.len(), 0);
+
+        let mut slot = 10;
+        while held.len() < COMMITS_HELD_MAX - 1 {
+            held.hold(commit(slot));
+            slot += 1;
+        }
+        held.start_turn();
+        assert_eq!(slots(held.take_due()).len(), 0, "one short of the bound");
+        held.hold(commit(slot));
+        held.start_turn();
+        let due = slots(held.take_due());
+        assert_eq!(due.len(), COMMITS_HELD_MAX, "all of them at the bound");
+        assert!(due.windows(2).all(|w| w[0] < w[1]), "in order: {due:?}");
+        assert_eq!(held.len(), 0);
     }
 }
