@@ -217,6 +217,31 @@ fn etcdctl_drives_a_three_member_cluster_through_a_leader_kill() {
     assert_eq!(c.ok(&["put", "after-garbage", "ok"]), "OK\n");
     assert_eq!(c.ok(&["get", "big"]), "");
 
+    // Every member learns the write, the one left out of the vote too (its
+    // decision is held until the leader's next tick or heartbeat), and
+    // serves it from its own store.
+    for m in &c.members {
+        let me = format!("127.0.0.1:{}", m.client_port);
+        let served = (0..100).any(|_| {
+            let out = c.ctl_at(
+                &me,
+                &[
+                    "get",
+                    "after-garbage",
+                    "--consistency=s",
+                    "--print-value-only",
+                ],
+                None,
+            );
+            let ok = String::from_utf8_lossy(&out.stdout).trim() == "ok";
+            if !ok {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ok
+        });
+        assert!(served, "{} never served the write serializably", m.name);
+    }
+
     // Prometheus metrics as etcd names them, gRPC calls counted per method.
     let metrics: String = (0..3).filter_map(|i| c.http_get(i, "/metrics")).collect();
     for needle in [
