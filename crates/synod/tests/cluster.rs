@@ -22,6 +22,30 @@ fn json_number(json: &str, field: &str) -> i64 {
         .unwrap_or_else(|_| panic!("{field} is a number in {json}"))
 }
 
+/// Whether the member at `endpoint` serves `want` for `key` on a
+/// serializable read (its own store) within `tries` polls `pause` apart.
+fn serves_serializably(
+    c: &Cluster,
+    endpoint: &str,
+    key: &str,
+    want: &str,
+    tries: usize,
+    pause: Duration,
+) -> bool {
+    (0..tries).any(|_| {
+        let out = c.ctl_at(
+            endpoint,
+            &["get", key, "--consistency=s", "--print-value-only"],
+            None,
+        );
+        let served = String::from_utf8_lossy(&out.stdout).trim() == want;
+        if !served {
+            std::thread::sleep(pause);
+        }
+        served
+    })
+}
+
 #[test]
 fn etcdctl_drives_a_three_member_cluster_through_a_leader_kill() {
     let mut c = Cluster::start("etcdctl");
@@ -222,23 +246,14 @@ fn etcdctl_drives_a_three_member_cluster_through_a_leader_kill() {
     // serves it from its own store.
     for m in &c.members {
         let me = format!("127.0.0.1:{}", m.client_port);
-        let served = (0..100).any(|_| {
-            let out = c.ctl_at(
-                &me,
-                &[
-                    "get",
-                    "after-garbage",
-                    "--consistency=s",
-                    "--print-value-only",
-                ],
-                None,
-            );
-            let ok = String::from_utf8_lossy(&out.stdout).trim() == "ok";
-            if !ok {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            ok
-        });
+        let served = serves_serializably(
+            &c,
+            &me,
+            "after-garbage",
+            "ok",
+            100,
+            Duration::from_millis(50),
+        );
         assert!(served, "{} never served the write serializably", m.name);
     }
 
@@ -332,19 +347,14 @@ fn etcdctl_drives_a_three_member_cluster_through_a_leader_kill() {
     c.wait_healthy(leader);
     let me = format!("127.0.0.1:{}", c.members[leader].client_port);
     let last = format!("bulk{:03}", 3 * SNAPSHOT_COUNT - 1);
-    let mut caught_up = false;
-    for _ in 0..100 {
-        let out = c.ctl_at(
-            &me,
-            &["get", &last, "--consistency=s", "--print-value-only"],
-            None,
-        );
-        if String::from_utf8_lossy(&out.stdout).trim() == (3 * SNAPSHOT_COUNT - 1).to_string() {
-            caught_up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let caught_up = serves_serializably(
+        &c,
+        &me,
+        &last,
+        &(3 * SNAPSHOT_COUNT - 1).to_string(),
+        100,
+        Duration::from_millis(100),
+    );
     assert!(
         caught_up,
         "the restarted member caught up; log:\n{}",

@@ -628,9 +628,7 @@ impl Driver {
                 // peers work while this member syncs. The decisions of
                 // earlier turns go with them: the voters' ride with this
                 // turn's `Accept`.
-                for decision in self.held.take_due() {
-                    send(&self.transport, &decision);
-                }
+                self.send_due_held();
                 self.transport.flush();
                 let micros = self.disk.persist(&records)?;
                 self.metrics.fsync(micros);
@@ -641,9 +639,7 @@ impl Driver {
                 self.execute(output).await?;
             }
         }
-        for decision in self.held.take_due() {
-            send(&self.transport, &decision);
-        }
+        self.send_due_held();
         self.transport.flush();
         self.deliver_watches();
         self.maybe_checkpoint()
@@ -740,6 +736,13 @@ impl Driver {
     fn release_held(&mut self) {
         for earlier in self.held.take_all() {
             send(&self.transport, &earlier);
+        }
+    }
+
+    /// Sends the held decisions that may wait no longer this turn.
+    fn send_due_held(&mut self) {
+        for decision in self.held.take_due() {
+            send(&self.transport, &decision);
         }
     }
 
