@@ -663,18 +663,22 @@ impl Driver {
                 send(&self.transport, &decision);
             }
             Output::Apply { slot, value } => self.apply(slot, value),
-            Output::ReadReady { read } => match self.reads.remove(&read) {
-                Some(ReadWaiter::Local(serve, _)) => serve(Ok(&self.store)),
-                Some(ReadWaiter::Remote { from, id }) => {
-                    // The peer serves the read once it has applied up to
-                    // the index: the decisions it needs go first.
-                    self.release_held();
-                    let index = self.replica.applied();
-                    let reply = Forward::ReadIndexReply { id, index };
-                    let _ = self.transport.send_forward(from, &reply.encode());
+            Output::ReadReady { read } => {
+                // A linearizable read is a pause in the stream of writes
+                // and asks for what is decided: every member is sent it
+                // first (a peer serving the read applies up to the index;
+                // the others then agree with what the reader saw).
+                self.release_held();
+                match self.reads.remove(&read) {
+                    Some(ReadWaiter::Local(serve, _)) => serve(Ok(&self.store)),
+                    Some(ReadWaiter::Remote { from, id }) => {
+                        let index = self.replica.applied();
+                        let reply = Forward::ReadIndexReply { id, index };
+                        let _ = self.transport.send_forward(from, &reply.encode());
+                    }
+                    None => {}
                 }
-                None => {}
-            },
+            }
             Output::ReadAborted { read, .. } => match self.reads.remove(&read) {
                 Some(ReadWaiter::Local(serve, _)) => serve(Err(ApiError::NoLeader)),
                 Some(ReadWaiter::Remote { from, id }) => {

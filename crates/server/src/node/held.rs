@@ -12,8 +12,8 @@
 //!   same peer.
 //! - A `Commit` with the value for the member that did not vote is the one
 //!   write that wakes a third process for each put: it waits for the next
-//!   tick or heartbeat, or until [`COMMITS_HELD_MAX`] are held, and then
-//!   they go together.
+//!   tick, heartbeat or linearizable read, or until [`COMMITS_HELD_MAX`]
+//!   are held, and then they go together.
 
 use paxos::multi::{Envelope, Message};
 
