@@ -49,7 +49,7 @@ impl Cluster {
                     self.wire.push_back(e);
                 }
                 Output::Apply { slot, value } => self.applied[i].push((slot, value)),
-                Output::ReadReady { read } => self.ready_reads.push((i as u64 + 1, read)),
+                Output::ReadReady { read, .. } => self.ready_reads.push((i as u64 + 1, read)),
                 _ => {}
             }
         }

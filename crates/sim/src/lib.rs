@@ -12,7 +12,6 @@
 
 pub mod config;
 pub mod duel;
-pub mod kv;
 pub mod network;
 pub mod oracle;
 pub mod report;
@@ -22,7 +21,19 @@ pub mod world;
 pub use config::{Nemesis, SimConfig};
 pub use report::RunReport;
 
-/// Runs one seed.
+/// Runs one seed. An assertion that fails inside the code under test (the
+/// core, the member, the store) ends the run as a violation.
 pub fn run(seed: u64, config: &SimConfig) -> RunReport {
-    world::World::new(seed, config.clone()).run()
+    let run = std::panic::AssertUnwindSafe(|| world::World::new(seed, config.clone()).run());
+    std::panic::catch_unwind(run)
+        .unwrap_or_else(|payload| RunReport::panicked(panic_message(payload.as_ref())))
+}
+
+/// The message a panic carried.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
 }

@@ -6,7 +6,7 @@ use crate::config::SimConfig;
 use crate::oracle::Violation;
 
 /// The result of one run.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RunReport {
     /// Safety and liveness violations, linearizability included.
     pub violations: Vec<Violation>,
@@ -47,6 +47,19 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// A run cut short by an invariant the code asserts (a value chosen
+    /// twice for a slot, an apply out of order, a read served below its
+    /// index): the assertion's message is the violation.
+    pub fn panicked(what: String) -> Self {
+        RunReport {
+            violations: vec![Violation {
+                time_us: 0,
+                what: format!("an invariant assertion failed: {what}"),
+            }],
+            ..RunReport::default()
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         _config: &SimConfig,

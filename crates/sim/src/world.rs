@@ -5,9 +5,15 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use check::{Op, Operation, Outcome};
-use paxos::multi::{
-    ClientId, Command, Config, Envelope, Output, ProposeError, ReadId, Record, Replica, Slot, Value,
+use kv::{
+    Compare, CompareResult, CompareTarget, Limits, PutRequest, RangeRequest, RequestOp, Store,
+    TxnRequest,
 };
+use member::{
+    Checkpoint, Clock, Config as MemberConfig, Effect, Member, MemberError, PeerMessage, Query,
+    Reply as MemberReply, Request as MemberRequest,
+};
+use paxos::multi::{ClientId, Config, Envelope, Record, Replica};
 use paxos::{Ballot, NodeId};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
@@ -18,7 +24,6 @@ use storage::{
 };
 
 use crate::config::SimConfig;
-use crate::kv::{Key, Kv, KvOp, KvReply};
 use crate::network::{NetConfig, Network};
 use crate::oracle::{Oracle, Violation};
 use crate::report::RunReport;
@@ -31,8 +36,17 @@ const CLIENT_ATTEMPTS_MAX: u32 = 16;
 const CLIENT_RETRY_US: u64 = 30_000;
 const DRAIN_US_MAX: u64 = 5_000_000;
 const EVENTS_MAX: u64 = 20_000_000;
-/// A node snapshots its state machine (and trims its log) this often.
-const SNAPSHOT_EVERY_SLOTS: u64 = 50;
+/// A node snapshots its state machine (and trims its log) after this many
+/// applied commands.
+const SNAPSHOT_EVERY_COMMANDS: u64 = 50;
+/// A turn ends at most this long after the input that began it, in
+/// virtual microseconds.
+const TURN_US_MAX: u64 = 500;
+/// A member answers "request timed out" after this long (virtual ms).
+const REQUEST_TIMEOUT_MS: u64 = 1_000;
+/// The wall clock's reading at virtual time zero: the members stamp
+/// commands with it, and leases are measured by those stamps.
+const WALL_CLOCK_START_MS: u64 = 1_800_000_000_000;
 /// Where each node keeps its data on its own simulated disk.
 const DATA_DIR: &str = "/synod";
 /// A node that could not start for a reason that may pass (a full disk, a
@@ -41,7 +55,7 @@ const RESTART_RETRY_US: u64 = 100_000;
 
 /// Bytes per snapshot chunk on the wire: small, so that transfers take
 /// several chunks and some break and resume.
-const SNAPSHOT_CHUNK_BYTES: usize = 48;
+const SNAPSHOT_CHUNK_BYTES: usize = 256;
 
 /// Small checksummed blocks, so that a broken transfer resumes mid-way.
 fn snapshot_options() -> SnapshotOptions {
@@ -60,6 +74,68 @@ fn wal_options() -> WalOptions {
     }
 }
 
+/// A key: the simulator uses a handful, named `k0`, `k1`, ...
+type Key = u8;
+
+/// A client's write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KvOp {
+    /// Set `key` to `value`.
+    Put { key: Key, value: u64 },
+    /// Set `key` to `new` if it holds `expected` (`None`: absent): an etcd
+    /// transaction comparing the value (or the create revision with 0).
+    Cas {
+        key: Key,
+        expected: Option<u64>,
+        new: u64,
+    },
+}
+
+impl KvOp {
+    /// The etcd command that carries it out.
+    fn command(&self) -> kv::Command {
+        let put = |key: Key, value: u64| PutRequest {
+            key: key_bytes(key),
+            value: value.to_string().into_bytes(),
+            ..PutRequest::default()
+        };
+        match *self {
+            KvOp::Put { key, value } => kv::Command::Put(put(key, value)),
+            KvOp::Cas { key, expected, new } => {
+                let target = match expected {
+                    Some(v) => CompareTarget::Value(v.to_string().into_bytes()),
+                    None => CompareTarget::CreateRevision(0),
+                };
+                kv::Command::Txn(TxnRequest {
+                    compare: vec![Compare {
+                        result: CompareResult::Equal,
+                        target,
+                        key: key_bytes(key),
+                        range_end: Vec::new(),
+                    }],
+                    success: vec![RequestOp::Put(put(key, new))],
+                    failure: Vec::new(),
+                })
+            }
+        }
+    }
+}
+
+fn key_bytes(key: Key) -> Vec<u8> {
+    format!("k{key}").into_bytes()
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KvReply {
+    Written,
+    CasOk,
+    CasFailed,
+}
+
+/// Who a member answers: the client and its attempt.
+type Token = (ClientId, u64);
+
 /// What a client asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Request {
@@ -72,10 +148,13 @@ enum Request {
 enum Reply {
     Read(Option<u64>),
     Applied(KvReply),
-    /// Refused before anything was proposed: certainly not applied.
-    NotLeader(Option<NodeId>),
-    /// The leader's queue was full: certainly not applied.
+    /// No leader known: try another member. Not applied by this attempt,
+    /// but an earlier one handed to a former leader may still be.
+    NotLeader,
+    /// The leader's queue was full.
     Busy,
+    /// The member gave up waiting: it may or may not have been applied.
+    Unknown,
 }
 
 #[derive(Debug)]
@@ -99,10 +178,12 @@ enum Event {
     },
     ClientNext(ClientId),
     ClientRetry(ClientId),
-    SnapshotChunk {
-        to: NodeId,
+    /// A member-to-member message (forwarded commands, read indexes,
+    /// snapshot chunks).
+    DeliverPeer {
         from: NodeId,
-        chunk: SnapshotChunk,
+        to: NodeId,
+        message: PeerMessage,
     },
     /// A snapshot frozen at `slot` finished saving beside the log (as the
     /// server's background thread does), unless the node died meanwhile.
@@ -114,6 +195,12 @@ enum Event {
     },
     /// Open slots for the commands a node queued (with `batch_us`).
     Fill(NodeId),
+    /// The end of a node's turn: its member's `Ready` is carried out,
+    /// covering every input since the last (unless the node died since).
+    Turn {
+        node: NodeId,
+        incarnation: u64,
+    },
     Nemesis,
     Restart(NodeId),
     FreeDisk(NodeId),
@@ -146,35 +233,25 @@ impl Ord for Scheduled {
     }
 }
 
-/// A node: the replica (absent while down), its own simulated disk with the
-/// real write-ahead log and snapshots on it, and its state machine and the
-/// clients waiting on it.
+/// A node: the member (absent while down) and its own simulated disk with
+/// the real write-ahead log and snapshots on it.
 struct Node {
     id: NodeId,
-    replica: Option<Replica>,
+    /// The replica, the real key-value store and every decision around
+    /// them, as the server runs them.
+    member: Option<Member<Token>>,
     /// The disk survives crashes, minus what was not synced.
     fs: SimFs,
     /// The log and snapshots, open while the node runs.
     store: Option<ReplicaStore<SimFs>>,
     /// Counts the node's lives, so that work a dead life started is dropped.
     incarnation: u64,
-    /// A snapshot is being saved.
-    saving: bool,
-    /// Acceptances appended but not yet synced; the oracle counts an
-    /// acceptance once it is durable.
-    unsynced: Vec<(Slot, Ballot, Value)>,
-    /// A promise or acceptance was appended and not yet synced: the next
-    /// output must wait for an fsync.
-    barrier_pending: bool,
     /// The node refused to start on data it cannot trust: it stays down.
     refused: bool,
-    kv: Kv,
-    /// Writes proposed here, by `(client, seq)`: who to answer.
-    writes: BTreeMap<(ClientId, u64), u64>,
     /// A `Fill` is scheduled for the commands queued here.
     fill_due: bool,
-    /// Reads started here: the client, its attempt and the key.
-    reads: BTreeMap<ReadId, (ClientId, u64, Key)>,
+    /// A `Turn` is scheduled: inputs taken meanwhile join it.
+    turn_due: bool,
 }
 
 /// One client's operation in progress.
@@ -217,7 +294,6 @@ pub struct World {
     network: Network,
     clients: Vec<Client>,
     next_attempt: u64,
-    next_read: ReadId,
     next_value: u64,
     oracle: Oracle,
     history: Vec<Operation>,
@@ -251,22 +327,22 @@ impl World {
                 )
                 .ok()
                 .map(|(store, _)| store);
+                let seed = rng.next_u64();
                 Node {
                     id,
-                    replica: store
-                        .as_ref()
-                        .map(|_| Replica::new(replica_config(&config, id, &members))),
+                    member: store.as_ref().map(|_| {
+                        Member::new(
+                            Replica::new(replica_config(&config, id, &members)),
+                            Store::new(Limits::default()),
+                            member_config(&config, seed),
+                        )
+                    }),
                     refused: store.is_none(),
                     fs,
                     store,
-                    unsynced: Vec::new(),
-                    barrier_pending: false,
                     incarnation: 0,
-                    saving: false,
-                    kv: Kv::default(),
-                    writes: BTreeMap::new(),
                     fill_due: false,
-                    reads: BTreeMap::new(),
+                    turn_due: false,
                 }
             })
             .collect();
@@ -302,7 +378,6 @@ impl World {
             members,
             clients,
             next_attempt: 1,
-            next_read: 1,
             next_value: 1,
             history: Vec::new(),
             trace,
@@ -370,7 +445,17 @@ impl World {
             if let Event::StopClients = next.event {
                 stop_at = self.now + DRAIN_US_MAX;
             }
-            self.handle(next.event);
+            // An invariant the code asserts (in the core, the member, the
+            // store) ends the run as a violation, with the history so far.
+            let event = next.event;
+            let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.handle(event);
+            }));
+            if let Err(payload) = handled {
+                let what = crate::panic_message(payload.as_ref());
+                self.violate(format!("an invariant assertion failed: {what}"));
+                break;
+            }
             let final_reads_done = self.clients.iter().any(|c| c.script.is_some() && c.done);
             if final_reads_done && self.clients.iter().all(|c| c.done) {
                 break;
@@ -393,23 +478,24 @@ impl World {
                 let Some(node) = self.node_index(to) else {
                     return;
                 };
-                if self.nodes[node].replica.is_none() {
+                if self.nodes[node].member.is_none() {
                     return;
                 }
                 let line = describe(&envelope);
                 self.trace(|| line);
-                if let Some(replica) = &mut self.nodes[node].replica {
-                    replica.step(envelope);
+                if let Some(member) = self.member(node) {
+                    member.step(envelope);
                 }
-                self.process_outputs(node);
+                self.end_turn_soon(node);
             }
+            Event::DeliverPeer { from, to, message } => self.deliver_peer(from, to, message),
             Event::Tick(id) => {
                 let random = self.rng.next_u64();
                 if let Some(node) = self.node_index(id)
-                    && let Some(replica) = &mut self.nodes[node].replica
+                    && let Some(member) = self.member(node)
                 {
-                    replica.tick(random);
-                    self.process_outputs(node);
+                    member.tick(random);
+                    self.end_turn_soon(node);
                 }
                 self.schedule(TICK_US, Event::Tick(id));
             }
@@ -446,13 +532,21 @@ impl World {
             Event::Fill(id) => {
                 if let Some(node) = self.node_index(id) {
                     self.nodes[node].fill_due = false;
-                    if let Some(replica) = &mut self.nodes[node].replica {
-                        replica.fill();
-                        self.process_outputs(node);
+                    if let Some(member) = self.member(node) {
+                        member.fill();
+                        self.process(node);
                     }
                 }
             }
             Event::Restart(id) => self.restart(id),
+            Event::Turn { node, incarnation } => {
+                if let Some(i) = self.node_index(node)
+                    && self.nodes[i].incarnation == incarnation
+                {
+                    self.nodes[i].turn_due = false;
+                    self.process(i);
+                }
+            }
             Event::SnapshotSaved {
                 node,
                 incarnation,
@@ -465,7 +559,6 @@ impl World {
                     self.trace(|| format!("nemesis: n{id}'s disk has room again"));
                 }
             }
-            Event::SnapshotChunk { to, from, chunk } => self.receive_chunk(to, from, chunk),
             Event::Heal => self.heal(),
             Event::StopClients => {
                 self.clients_on = false;
@@ -496,132 +589,144 @@ impl World {
         self.schedule(*last, Event::Deliver(envelope));
     }
 
-    /// Carries out a replica's outputs in order. Persists go into the
-    /// write-ahead log; before anything after them leaves the node, one
-    /// fsync makes them durable (group commit), as the barrier rule requires.
-    /// A failed append or fsync stops the node.
-    fn process_outputs(&mut self, node: usize) {
-        let Some(replica) = &mut self.nodes[node].replica else {
+    /// Ends the node's turn a little later, as the server's driver takes
+    /// every input that has arrived before it carries out a turn's
+    /// `Ready`: inputs that arrive meanwhile join the turn (several
+    /// messages stepped before one `Ready`, a read index answered between
+    /// a decision's arrival and its apply), and a crash before the turn
+    /// ends loses what it would have sent.
+    fn end_turn_soon(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        if n.turn_due || n.member.is_none() {
+            return;
+        }
+        n.turn_due = true;
+        let event = Event::Turn {
+            node: n.id,
+            incarnation: n.incarnation,
+        };
+        let delay = self.rng.random_range(0..TURN_US_MAX);
+        self.schedule(delay, event);
+    }
+
+    /// The member of a running node, with its clocks set to now.
+    fn member(&mut self, node: usize) -> Option<&mut Member<Token>> {
+        let clock = Clock {
+            mono_ms: self.now / 1_000,
+            wall_ms: WALL_CLOCK_START_MS + self.now / 1_000,
+        };
+        let member = self.nodes[node].member.as_mut()?;
+        member.set_clock(clock);
+        Some(member)
+    }
+
+    /// Carries out the member's `Ready` as the server's driver does, stage
+    /// by stage: a stage's `now` effects, its records appended and (at a
+    /// barrier) synced, then its `after` effects. A failed append or sync
+    /// stops the node.
+    fn process(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let Some(member) = &mut self.nodes[node].member else {
             return;
         };
-        let outputs = replica.take_outputs();
-        let id = self.nodes[node].id;
-        for output in outputs {
-            if !matches!(output, Output::Persist(_)) && !self.make_durable(node) {
-                return;
+        let elections = member.counters().leader_changes;
+        let ready = member.ready();
+        let elected = member.counters().leader_changes - elections;
+        if elected > 0 {
+            self.leader_changes += elected;
+            let ballot = member.replica().ballot().unwrap_or(Ballot::ZERO);
+            self.trace(|| format!("n{id} elected leader with ballot {ballot}"));
+        }
+        for stage in ready.stages {
+            for effect in stage.now {
+                self.effect(node, effect);
             }
-            match output {
-                Output::Persist(record) => {
-                    let n = &mut self.nodes[node];
-                    let Some(store) = &mut n.store else {
-                        return;
-                    };
-                    if let Err(e) = store.append(&record) {
+            if !stage.records.is_empty() {
+                let n = &mut self.nodes[node];
+                let Some(store) = &mut n.store else {
+                    return;
+                };
+                for record in &stage.records {
+                    if let Err(e) = store.append(record) {
                         self.stop_node(node, &e.to_string());
                         return;
                     }
-                    n.barrier_pending |= record.is_barrier();
-                    if let Record::Accept {
-                        slot,
-                        ballot,
-                        value,
-                    } = record
-                    {
-                        n.unsynced.push((slot, ballot, value));
+                }
+                if stage.sync {
+                    if let Err(e) = store.sync() {
+                        self.stop_node(node, &e.to_string());
+                        return;
                     }
-                }
-                // The network's delays cover a runtime holding a decision
-                // back, so the simulator sends it at once.
-                Output::Send(envelope) | Output::Announce(envelope) => self.send(envelope),
-                Output::Apply { slot, value } => {
-                    self.oracle.applied(self.now, id, slot, &value);
-                    self.apply(node, &value);
-                }
-                Output::ReadReady { read } => {
-                    if let Some((client, attempt, key)) = self.nodes[node].reads.remove(&read) {
-                        let value = self.nodes[node].kv.get(key);
-                        self.reply(client, attempt, Reply::Read(value));
+                    // Durable now: the oracle counts the acceptances.
+                    for record in &stage.records {
+                        if let Record::Accept {
+                            slot,
+                            ballot,
+                            value,
+                        } = record
+                        {
+                            self.oracle.synced(id, *slot, *ballot);
+                            self.oracle.accepted(self.now, id, *slot, *ballot, value);
+                        }
                     }
-                }
-                Output::ReadAborted { read, leader } => {
-                    if let Some((client, attempt, _)) = self.nodes[node].reads.remove(&read) {
-                        self.reply(client, attempt, Reply::NotLeader(leader));
-                    }
-                }
-                Output::Rejected { command, leader } => {
-                    let key = (command.client, command.seq);
-                    if let Some(attempt) = self.nodes[node].writes.remove(&key) {
-                        self.reply(command.client, attempt, Reply::NotLeader(leader));
-                    }
-                }
-                Output::SendSnapshot { to } => self.send_snapshot(node, to),
-                Output::Elected { ballot } => {
-                    self.leader_changes += 1;
-                    self.trace(|| format!("n{id} elected leader with ballot {ballot}"));
-                }
-                Output::SteppedDown { ballot } => {
-                    self.trace(|| format!("n{id} gives up ballot {ballot}"));
                 }
             }
+            for effect in stage.after {
+                self.effect(node, effect);
+            }
+            if self.nodes[node].member.is_none() {
+                return;
+            }
         }
-        if self.make_durable(node) {
-            self.maybe_snapshot(node);
+        if let Some(checkpoint) = ready.checkpoint {
+            self.checkpoint(node, checkpoint);
+        }
+        // Timed batching: commands queued here (a client's, a peer's, the
+        // member's own) get slots at the next `Fill`.
+        if let Some(delay) = self.config.batch_us {
+            let n = &mut self.nodes[node];
+            if !n.fill_due && n.member.as_ref().is_some_and(|m| m.replica().queued() > 0) {
+                n.fill_due = true;
+                self.schedule(delay, Event::Fill(id));
+            }
         }
     }
 
-    /// Syncs the node's log if anything was appended; false if the node
-    /// had to stop.
-    fn make_durable(&mut self, node: usize) -> bool {
+    /// Carries out one effect of a member's `Ready`.
+    fn effect(&mut self, node: usize, effect: Effect<Token>) {
         let id = self.nodes[node].id;
+        match effect {
+            Effect::Send(envelope) => self.send(envelope),
+            Effect::Peer { to, message } => self.send_peer(id, to, message),
+            Effect::Reply {
+                token: (client, attempt),
+                result,
+            } => {
+                let reply = client_reply(result);
+                self.reply(client, attempt, reply);
+            }
+            // No simulated client watches yet.
+            Effect::Watch { .. } => {}
+            Effect::Applied { slot, value } => self.oracle.applied(self.now, id, slot, &value),
+            Effect::SendSnapshot { to, min_slot } => self.send_snapshot(node, to, min_slot),
+        }
+    }
+
+    /// Snapshots the state machine, as the server does: the member has
+    /// frozen the store and trimmed its log; the log file is marked now
+    /// and trimmed once the image is saved (later, or never if the node
+    /// dies first).
+    fn checkpoint(&mut self, node: usize, checkpoint: Checkpoint) {
         let n = &mut self.nodes[node];
         let Some(store) = &mut n.store else {
-            return false;
-        };
-        // Commit records alone are hints: they wait for the next barrier,
-        // as the server's driver lets them (a crash may lose them).
-        if !n.barrier_pending {
-            return true;
-        }
-        match store.sync() {
-            Ok(()) => {
-                n.barrier_pending = false;
-                for (slot, ballot, value) in std::mem::take(&mut n.unsynced) {
-                    self.oracle.synced(id, slot, ballot);
-                    self.oracle.accepted(self.now, id, slot, ballot, &value);
-                }
-                true
-            }
-            Err(e) => {
-                self.stop_node(node, &e.to_string());
-                false
-            }
-        }
-    }
-
-    /// Snapshots the state machine every so many slots. As the server
-    /// does, the replica trims its log at once, while the log file keeps
-    /// those slots until the image is durable.
-    fn maybe_snapshot(&mut self, node: usize) {
-        let n = &mut self.nodes[node];
-        let (Some(replica), Some(store)) = (&mut n.replica, &mut n.store) else {
             return;
         };
-        let applied = replica.applied();
-        if n.saving || applied < replica.snapshot_slot() + SNAPSHOT_EVERY_SLOTS {
-            return;
-        }
-        // As the server does: freeze and mark now, save and trim later
-        // while the log goes on taking records (or never, if the node dies
-        // first).
-        store.mark_snapshot(applied);
-        let image = n.kv.encode();
-        replica.compact(applied);
-        n.saving = true;
+        store.mark_snapshot(checkpoint.slot);
         let event = Event::SnapshotSaved {
             node: n.id,
             incarnation: n.incarnation,
-            slot: applied,
-            image,
+            slot: checkpoint.slot,
+            image: checkpoint.image.snapshot(),
         };
         let delay = self.rng.random_range(1_000..50_000);
         self.schedule(delay, event);
@@ -633,37 +738,69 @@ impl World {
             return;
         };
         let n = &mut self.nodes[node];
-        let (Some(_), Some(store)) = (&n.replica, &mut n.store) else {
+        let (Some(member), Some(store)) = (&mut n.member, &mut n.store) else {
             return;
         };
         if n.incarnation != incarnation {
             return;
         }
-        n.saving = false;
         let saved = store
             .snapshot_writer()
             .save(slot, image)
             .and_then(|()| store.trim_after_snapshot(slot));
+        member.snapshot_saved();
         if let Err(e) = saved {
             self.stop_node(node, &e.to_string());
+        }
+    }
+
+    /// Sends a member-to-member message over the faulty network.
+    fn send_peer(&mut self, from: NodeId, to: NodeId, message: PeerMessage) {
+        let delays = self.network.deliveries(&mut self.rng, from, to);
+        if delays.is_empty() {
+            self.trace(|| format!("dropped n{from} -> n{to}  {}", describe_peer(&message)));
+        }
+        for delay in delays {
+            self.schedule(
+                delay,
+                Event::DeliverPeer {
+                    from,
+                    to,
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+
+    fn deliver_peer(&mut self, from: NodeId, to: NodeId, message: PeerMessage) {
+        let Some(node) = self.node_index(to) else {
+            return;
+        };
+        if self.nodes[node].member.is_none() {
+            return;
+        }
+        let line = format!("n{from} -> n{to}  {}", describe_peer(&message));
+        self.trace(|| line);
+        match message {
+            PeerMessage::Chunk(chunk) => self.receive_chunk(node, from, chunk),
+            other => {
+                if let Some(member) = self.member(node) {
+                    member.receive(from, other);
+                }
+                self.end_turn_soon(node);
+            }
         }
     }
 
     /// Streams the latest durable snapshot to a lagging peer in checksummed
     /// chunks over the faulty network; lost chunks break the transfer, which
     /// the receiver resumes when the next one comes.
-    fn send_snapshot(&mut self, node: usize, to: NodeId) {
+    fn send_snapshot(&mut self, node: usize, to: NodeId, min_slot: u64) {
         let id = self.nodes[node].id;
         let Some(store) = &self.nodes[node].store else {
             return;
         };
-        // As the server does: while a newer image is being saved, the one
-        // on disk would only bring the peer back for it, so it is not read.
-        let trimmed = self.nodes[node]
-            .replica
-            .as_ref()
-            .map_or(0, |r| r.snapshot_slot());
-        let Ok(Some(snapshot)) = store.latest_snapshot_from(trimmed) else {
+        let Ok(Some(snapshot)) = store.latest_snapshot_from(min_slot) else {
             return;
         };
         let slot = snapshot.index;
@@ -677,25 +814,23 @@ impl World {
                 let at = delay + 100 * i as u64;
                 self.schedule(
                     at,
-                    Event::SnapshotChunk {
-                        to,
+                    Event::DeliverPeer {
                         from: id,
-                        chunk: chunk.clone(),
+                        to,
+                        message: PeerMessage::Chunk(chunk.clone()),
                     },
                 );
             }
         }
     }
 
-    fn receive_chunk(&mut self, to: NodeId, from: NodeId, chunk: SnapshotChunk) {
-        let Some(node) = self.node_index(to) else {
-            return;
-        };
+    fn receive_chunk(&mut self, node: usize, from: NodeId, chunk: SnapshotChunk) {
+        let to = self.nodes[node].id;
         let n = &mut self.nodes[node];
-        let (Some(replica), Some(store)) = (&mut n.replica, &mut n.store) else {
+        let (Some(member), Some(store)) = (&mut n.member, &mut n.store) else {
             return;
         };
-        let snapshot = match store.receive(&chunk, replica.commit_index()) {
+        let snapshot = match store.receive(&chunk, member.replica().commit_index()) {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) => return,
             Err(
@@ -710,31 +845,14 @@ impl World {
                 return;
             }
         };
-        let Some(kv) = Kv::decode(&snapshot.data) else {
-            self.stop_node(node, "a received snapshot does not decode");
-            return;
-        };
         let slot = snapshot.index;
-        n.kv = kv;
-        replica.install_snapshot(slot);
+        if let Err(why) = member.install_snapshot(from, slot, &snapshot.data) {
+            self.stop_node(node, &why);
+            return;
+        }
         self.oracle.installed_snapshot(to, slot);
         self.trace(|| format!("n{to} installs n{from}'s snapshot up to slot {slot}"));
-        self.process_outputs(node);
-    }
-
-    fn apply(&mut self, node: usize, value: &Value) {
-        let Value::Batch(commands) = value else {
-            return;
-        };
-        for command in commands.iter() {
-            let reply = self.nodes[node].kv.apply(command);
-            let key = (command.client, command.seq);
-            if let Some(attempt) = self.nodes[node].writes.remove(&key)
-                && reply != KvReply::Stale
-            {
-                self.reply(command.client, attempt, Reply::Applied(reply));
-            }
-        }
+        self.process(node);
     }
 
     fn reply(&mut self, client: ClientId, attempt: u64, reply: Reply) {
@@ -876,52 +994,26 @@ impl World {
         let Some(node) = self.node_index(node_id) else {
             return;
         };
-        let Some(replica) = &mut self.nodes[node].replica else {
+        if let Request::Write { seq, op } = request {
+            self.oracle.proposed(client, seq, &op.command().encode());
+        }
+        let Some(member) = self.member(node) else {
             return; // A crashed node says nothing; the client times out.
         };
+        let token = (client, attempt);
         match request {
             Request::Read { key } => {
-                let read = self.next_read;
-                self.next_read += 1;
-                match replica.read(read) {
-                    Ok(()) => {
-                        self.nodes[node].reads.insert(read, (client, attempt, key));
-                    }
-                    Err(e) => {
-                        let reply = refusal(&e);
-                        self.reply(client, attempt, reply);
-                    }
-                }
-            }
-            Request::Write { seq, op } => {
-                let command = Command {
-                    client,
-                    seq,
-                    payload: op.encode(),
+                let range = RangeRequest {
+                    key: key_bytes(key),
+                    ..RangeRequest::default()
                 };
-                self.oracle.proposed(client, seq, &command.payload);
-                let taken = match self.config.batch_us {
-                    Some(_) => replica.enqueue(command),
-                    None => replica.propose(command),
-                };
-                match taken {
-                    Ok(()) => {
-                        self.nodes[node].writes.insert((client, seq), attempt);
-                        if let Some(delay) = self.config.batch_us
-                            && !self.nodes[node].fill_due
-                        {
-                            self.nodes[node].fill_due = true;
-                            self.schedule(delay, Event::Fill(node_id));
-                        }
-                    }
-                    Err(e) => {
-                        let reply = refusal(&e);
-                        self.reply(client, attempt, reply);
-                    }
-                }
+                member.request(token, MemberRequest::Read(Query::Range(range)));
             }
+            // The client's own session: a retry, here or elsewhere, is
+            // applied once.
+            Request::Write { seq, op } => member.propose_as(token, client, seq, op.command()),
         }
-        self.process_outputs(node);
+        self.end_turn_soon(node);
     }
 
     fn on_reply(&mut self, id: ClientId, attempt: u64, reply: Reply) {
@@ -934,22 +1026,25 @@ impl World {
         if pending.attempt != attempt {
             return; // An answer to an attempt already given up on.
         }
+        let pending_request = pending.request;
         let outcome = match (pending.request, reply) {
             (Request::Read { .. }, Reply::Read(value)) => Some(Outcome::Ok(Some(value))),
             (Request::Write { .. }, Reply::Applied(KvReply::Written | KvReply::CasOk)) => {
                 Some(Outcome::Ok(None))
             }
             (Request::Write { .. }, Reply::Applied(KvReply::CasFailed)) => Some(Outcome::Fail),
-            (_, Reply::NotLeader(hint)) => {
-                let next = hint.unwrap_or_else(|| self.next_member(self.clients[ci].target));
-                self.clients[ci].target = next;
+            (_, Reply::NotLeader) => {
+                // As etcd's clients do: another endpoint.
+                self.clients[ci].target = self.next_member(self.clients[ci].target);
                 None
             }
             _ => None,
         };
         match outcome {
             Some(outcome) => self.complete(ci, outcome),
-            None => self.retry(ci, false),
+            // A member that refuses a command it handed to a former leader
+            // cannot say whether that one will still decide it.
+            None => self.retry(ci, matches!(pending_request, Request::Write { .. })),
         }
     }
 
@@ -974,11 +1069,11 @@ impl World {
         self.members[(i + 1) % self.members.len()]
     }
 
-    fn retry(&mut self, ci: usize, timed_out: bool) {
+    fn retry(&mut self, ci: usize, uncertain: bool) {
         let Some(pending) = &mut self.clients[ci].pending else {
             return;
         };
-        pending.uncertain |= timed_out;
+        pending.uncertain |= uncertain;
         pending.attempt = 0; // No attempt is current until the next is sent.
         if pending.attempts >= CLIENT_ATTEMPTS_MAX {
             // A put refused every time certainly did not happen: `fail`. A
@@ -995,11 +1090,7 @@ impl World {
             return;
         }
         let id = self.clients[ci].id;
-        if timed_out {
-            self.client_send(ci);
-        } else {
-            self.schedule(CLIENT_RETRY_US, Event::ClientRetry(id));
-        }
+        self.schedule(CLIENT_RETRY_US, Event::ClientRetry(id));
     }
 
     fn complete(&mut self, ci: usize, outcome: Outcome) {
@@ -1059,7 +1150,7 @@ impl World {
         // The live leader with the highest ballot, as a nemesis would guess.
         self.nodes
             .iter()
-            .filter_map(|n| n.replica.as_ref())
+            .filter_map(|n| n.member.as_ref().map(|m| m.replica()))
             .filter(|r| r.is_leader())
             .max_by_key(|r| r.ballot().unwrap_or(Ballot::ZERO))
             .map(|r| r.id())
@@ -1114,7 +1205,7 @@ impl World {
         let Some(node) = self.node_index(id) else {
             return;
         };
-        if self.nodes[node].replica.is_none() {
+        if self.nodes[node].member.is_none() {
             return;
         }
         self.crashes += 1;
@@ -1137,15 +1228,11 @@ impl World {
         let id = self.nodes[node].id;
         let word = self.rng.next_u64();
         let n = &mut self.nodes[node];
-        n.replica = None;
+        n.member = None;
         n.store = None;
-        n.unsynced.clear();
-        n.barrier_pending = false;
         n.incarnation += 1;
-        n.saving = false;
-        n.kv = Kv::default();
-        n.writes.clear();
-        n.reads.clear();
+        n.fill_due = false;
+        n.turn_due = false;
         n.fs.crash(word);
         let down_us = self.rng.random_range(10_000..800_000);
         self.schedule(down_us, Event::Restart(id));
@@ -1155,7 +1242,7 @@ impl World {
         let Some(node) = self.node_index(id) else {
             return;
         };
-        if self.nodes[node].replica.is_some() || self.nodes[node].refused {
+        if self.nodes[node].member.is_some() || self.nodes[node].refused {
             return;
         }
         let fs = self.nodes[node].fs.clone();
@@ -1187,12 +1274,15 @@ impl World {
             }
         };
         let kv = match &restored.snapshot {
-            None => Some(Kv::default()),
-            Some(snapshot) => Kv::decode(&snapshot.data),
+            None => Ok(Store::new(Limits::default())),
+            Some(snapshot) => Store::restore(&snapshot.data, Limits::default()),
         };
-        let Some(kv) = kv else {
-            self.refuse_start(node, "its snapshot does not decode".into());
-            return;
+        let kv = match kv {
+            Ok(kv) => kv,
+            Err(e) => {
+                self.refuse_start(node, format!("its snapshot does not restore: {e}"));
+                return;
+            }
         };
         let durable = restored.durable;
         // Everything synced must have survived: log trimming included.
@@ -1205,13 +1295,17 @@ impl World {
         }
         let slot = durable.snapshot_slot;
         let config = replica_config(&self.config, id, &self.members);
+        let seed = self.rng.next_u64();
         let n = &mut self.nodes[node];
-        n.kv = kv;
         n.store = Some(store);
-        n.replica = Some(Replica::restart(config, durable));
+        n.member = Some(Member::new(
+            Replica::restart(config, durable),
+            kv,
+            member_config(&self.config, seed),
+        ));
         self.oracle.restarted(id, slot);
         self.trace(|| format!("n{id} restarts from its disk (snapshot up to slot {slot})"));
-        self.process_outputs(node);
+        self.process(node);
     }
 
     /// The node will not start on data it cannot trust, and stays down. Only
@@ -1252,7 +1346,7 @@ impl World {
                 if self.flipped.is_some() {
                     return;
                 }
-                if self.nodes[node].replica.is_some() {
+                if self.nodes[node].member.is_some() {
                     self.crash(id);
                 }
                 if let Some((path, offset, bit)) = self.pick_flip(node) {
@@ -1355,7 +1449,7 @@ impl World {
         let crashed: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|n| n.replica.is_none())
+            .filter(|n| n.member.is_none())
             .map(|n| n.id)
             .collect();
         self.trace(|| "heal: all links restored, all nodes restarted".into());
@@ -1370,11 +1464,11 @@ impl World {
         // Replicas that applied the same prefix must hold the same state.
         let mut by_applied: BTreeMap<u64, (NodeId, u64)> = BTreeMap::new();
         for i in 0..self.nodes.len() {
-            let Some(replica) = &self.nodes[i].replica else {
+            let Some(member) = &self.nodes[i].member else {
                 continue;
             };
-            let applied = replica.applied();
-            let digest = self.nodes[i].kv.digest();
+            let applied = member.applied_slot();
+            let digest = member.store().state_hash();
             let id = self.nodes[i].id;
             match by_applied.get(&applied) {
                 Some((other, d)) if *d != digest => {
@@ -1437,10 +1531,53 @@ fn describe_request(request: &Request) -> String {
     }
 }
 
-fn refusal(e: &ProposeError) -> Reply {
-    match e {
-        ProposeError::NotLeader { leader, .. } => Reply::NotLeader(*leader),
-        ProposeError::Busy { .. } => Reply::Busy,
+/// What a member's answer tells a client.
+fn client_reply(result: Result<MemberReply, MemberError>) -> Reply {
+    match result {
+        Ok(MemberReply::Range(r)) => Reply::Read(
+            r.kvs
+                .first()
+                .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok()),
+        ),
+        Ok(MemberReply::Command(kv::Response::Put(_))) => Reply::Applied(KvReply::Written),
+        Ok(MemberReply::Command(kv::Response::Txn(t))) => Reply::Applied(if t.succeeded {
+            KvReply::CasOk
+        } else {
+            KvReply::CasFailed
+        }),
+        Err(MemberError::NoLeader) => Reply::NotLeader,
+        Err(MemberError::TooManyRequests) => Reply::Busy,
+        Ok(_) | Err(MemberError::Timeout | MemberError::Kv(_)) => Reply::Unknown,
+    }
+}
+
+/// A member's settings in the simulator: small snapshot intervals, so that
+/// runs save, trim, ship and install many.
+fn member_config(config: &SimConfig, seed: u64) -> MemberConfig {
+    MemberConfig {
+        request_timeout_ms: REQUEST_TIMEOUT_MS,
+        snapshot_count: SNAPSHOT_EVERY_COMMANDS,
+        seed,
+        fill_on_ready: config.batch_us.is_none(),
+        observe: true,
+    }
+}
+
+/// A member-to-member message, for the trace.
+fn describe_peer(message: &PeerMessage) -> String {
+    match message {
+        PeerMessage::Propose { client, seq, .. } => format!("Propose c{client}#{seq}"),
+        PeerMessage::Refused {
+            client,
+            seq,
+            leader,
+        } => {
+            format!("Refused c{client}#{seq} (leader n{leader})")
+        }
+        PeerMessage::ReadIndex { id } => format!("ReadIndex #{id}"),
+        PeerMessage::ReadIndexReply { id, index } => format!("ReadIndexReply #{id} index {index}"),
+        PeerMessage::Chunk(c) => format!("Chunk of slot {} at {}", c.index, c.offset),
+        PeerMessage::Attributes { .. } => "Attributes".into(),
     }
 }
 

@@ -100,3 +100,22 @@ fn a_replica_that_applies_out_of_order_is_caught() {
     let (seed, what) = first_caught(Bug::ApplyOutOfOrder).expect("caught within 1000 seeds");
     eprintln!("apply-out-of-order caught at seed {seed}: {what}");
 }
+
+#[test]
+fn a_leader_that_reads_without_confirming_its_leadership_is_caught() {
+    let (seed, what) = first_caught(Bug::LeaderLocalRead).expect("caught within 1000 seeds");
+    eprintln!("leader-local-read caught at seed {seed}: {what}");
+}
+
+#[test]
+fn a_follower_that_reads_before_its_store_applied_the_index_is_caught() {
+    let (seed, what) =
+        first_caught(Bug::FollowerReadAtCoreApplied).expect("caught within 1000 seeds");
+    eprintln!("follower-read-at-core-applied caught at seed {seed}: {what}");
+}
+
+#[test]
+fn a_reforward_under_a_fresh_session_is_caught() {
+    let (seed, what) = first_caught(Bug::ReforwardTwice).expect("caught within 1000 seeds");
+    eprintln!("reforward-twice caught at seed {seed}: {what}");
+}

@@ -69,6 +69,12 @@ enum BugArg {
     SkipAdoption,
     /// Replicas apply decisions as they learn them, out of order.
     ApplyOutOfOrder,
+    /// A leader serves linearizable reads from its store, unconfirmed.
+    LeaderLocalRead,
+    /// A follower serves a read before its store applied the read index.
+    FollowerReadAtCoreApplied,
+    /// A re-forwarded command goes under a fresh session.
+    ReforwardTwice,
 }
 
 impl From<BugArg> for Bug {
@@ -77,6 +83,9 @@ impl From<BugArg> for Bug {
             BugArg::ForgetPromise => Bug::ForgetPromise,
             BugArg::SkipAdoption => Bug::SkipAdoption,
             BugArg::ApplyOutOfOrder => Bug::ApplyOutOfOrder,
+            BugArg::LeaderLocalRead => Bug::LeaderLocalRead,
+            BugArg::FollowerReadAtCoreApplied => Bug::FollowerReadAtCoreApplied,
+            BugArg::ReforwardTwice => Bug::ReforwardTwice,
         }
     }
 }
@@ -175,6 +184,11 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         )
     };
 
+    if config.bug.is_some() {
+        // A broken variant trips the code's own assertions; each is
+        // reported as the run's violation, not printed as a crash.
+        std::panic::set_hook(Box::new(|_| {}));
+    }
     if let Some(seed) = args.seed {
         let started = Instant::now();
         let report = sim::run(seed, &config);

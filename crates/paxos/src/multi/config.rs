@@ -79,4 +79,14 @@ pub enum Bug {
     SkipAdoption,
     /// A replica applies each decision as it learns it, not in slot order.
     ApplyOutOfOrder,
+    /// (In the member.) A leader answers a linearizable read from its own
+    /// store at once, without confirming that no higher ballot exists: a
+    /// deposed leader serves stale reads.
+    LeaderLocalRead,
+    /// (In the member.) A follower serves a read once the core has handed
+    /// out the read index's slot, before its store applied it.
+    FollowerReadAtCoreApplied,
+    /// (In the member.) A command re-forwarded after a leader change goes
+    /// under a fresh session, so the store may apply it twice.
+    ReforwardTwice,
 }

@@ -44,6 +44,9 @@ pub enum Output {
     ReadReady {
         /// The read.
         read: ReadId,
+        /// Its read index: the commit index when the read arrived. The
+        /// state machine must have applied at least this far to serve it.
+        index: Slot,
     },
     /// The read cannot be served here any more: leadership was lost.
     ReadAborted {

@@ -288,6 +288,14 @@ impl Replica {
         }
     }
 
+    /// Commands queued by [`Replica::enqueue`] that have no slot yet.
+    pub fn queued(&self) -> usize {
+        match &self.state {
+            State::Leader(l) => l.queue.len(),
+            _ => 0,
+        }
+    }
+
     /// Takes the outputs produced so far, to be carried out in order.
     pub fn take_outputs(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.outputs)
@@ -368,7 +376,7 @@ impl Replica {
     }
 
     /// Starts a linearizable read that does not write to the log. When
-    /// `Output::ReadReady { read }` comes out, the caller serves it from its
+    /// `Output::ReadReady { read, .. }` comes out, the caller serves it from its
     /// state machine as applied at that moment.
     pub fn read(&mut self, read: ReadId) -> Result<(), ProposeError> {
         let State::Leader(leader) = &mut self.state else {
@@ -650,9 +658,8 @@ impl Replica {
             .get(&slot)
             .is_some_and(|(b, v)| *b == ballot && *v == value);
         if !duplicate {
-            debug_assert!(
-                self.config.bug.is_some()
-                    || self.accepted.get(&slot).is_none_or(|(b, _)| *b <= ballot),
+            assert!(
+                self.accepted.get(&slot).is_none_or(|(b, _)| *b <= ballot),
                 "an acceptance is only ever replaced by a higher ballot"
             );
             self.accepted.insert(slot, (ballot, value.clone()));
@@ -691,15 +698,15 @@ impl Replica {
 
     fn learn(&mut self, slot: Slot, value: Value) {
         if slot <= self.commit_index && self.config.bug != Some(Bug::ApplyOutOfOrder) {
-            debug_assert!(
-                self.config.bug.is_some() || self.chosen.get(&slot).is_none_or(|v| *v == value),
+            assert!(
+                self.chosen.get(&slot).is_none_or(|v| *v == value),
                 "slot {slot} chosen twice with different values"
             );
             return;
         }
         if let Some(known) = self.chosen.get(&slot) {
-            debug_assert!(
-                self.config.bug.is_some() || *known == value,
+            assert!(
+                *known == value,
                 "slot {slot} chosen twice with different values"
             );
             return;
@@ -739,7 +746,7 @@ impl Replica {
         while let Some(value) = self.chosen.get(&(self.commit_index + 1)) {
             self.commit_index += 1;
             if !out_of_order {
-                debug_assert_eq!(self.applied + 1, self.commit_index);
+                assert_eq!(self.applied + 1, self.commit_index, "slots apply in order");
                 self.outputs.push(Output::Apply {
                     slot: self.commit_index,
                     value: value.clone(),
@@ -1183,12 +1190,12 @@ impl Replica {
         leader.reads.retain(|read| {
             let go = read.round <= confirmed && read.read_index <= applied;
             if go {
-                ready.push(read.id);
+                ready.push((read.id, read.read_index));
             }
             !go
         });
-        for read in ready {
-            self.outputs.push(Output::ReadReady { read });
+        for (read, index) in ready {
+            self.outputs.push(Output::ReadReady { read, index });
         }
     }
 }

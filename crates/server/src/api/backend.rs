@@ -28,6 +28,17 @@ pub enum ApiError {
     TooManyRequests,
 }
 
+impl From<member::MemberError> for ApiError {
+    fn from(e: member::MemberError) -> Self {
+        match e {
+            member::MemberError::Kv(e) => ApiError::Kv(e),
+            member::MemberError::NoLeader => ApiError::NoLeader,
+            member::MemberError::Timeout => ApiError::Timeout,
+            member::MemberError::TooManyRequests => ApiError::TooManyRequests,
+        }
+    }
+}
+
 /// A member as `MemberList` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberInfo {

@@ -18,8 +18,6 @@
 
 mod disk;
 mod driver;
-pub mod forward;
-mod held;
 mod metrics;
 mod tuning;
 
@@ -31,7 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kv::{Limits, Store, WatchCreateRequest, WatchResponse};
+use kv::{Limits, Store, WatchCreateRequest};
+use member::{Member, Query, Reply, Request};
 use paxos::NodeId;
 use paxos::multi::{Config as PaxosConfig, Replica};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -41,7 +40,7 @@ use tracing::{error, info};
 use crate::api::{ApiError, Backend, MemberInfo, NodeStatus, WatchStream};
 use crate::client_port::{self, ClientPortConfig, Health};
 use crate::transport::{Transport, TransportConfig, TransportHandle};
-use driver::{Driver, Input, WATCH_QUEUE_RESPONSES_MAX};
+use driver::{Driver, Input, ReplyTx, WATCH_QUEUE_RESPONSES_MAX};
 pub use metrics::NodeMetrics;
 
 /// Client connections served on the driver's thread by default: one
@@ -282,20 +281,26 @@ impl Node {
         let metrics = Arc::new(NodeMetrics::default());
         let seed = random_seed();
         let (watch_tx, watch_rx) = mpsc::unbounded_channel();
-        let driver = Driver::new(
-            me,
+        let mut member = Member::new(
             replica,
             store,
+            member::Config {
+                request_timeout_ms: config.request_timeout.as_millis() as u64,
+                snapshot_count: config.snapshot_count,
+                seed,
+                fill_on_ready: true,
+                observe: false,
+            },
+        );
+        member.advertise(config.advertise_client_urls.clone());
+        let driver = Driver::new(
+            member,
             disk,
             transport.clone(),
             Arc::clone(&metrics),
-            config.request_timeout,
-            config.snapshot_count,
-            seed,
+            seed.rotate_left(32),
             watch_tx,
         );
-        let mut driver = driver;
-        driver.advertise(config.advertise_client_urls.clone());
         let (inputs_tx, inputs_rx) = mpsc::channel(8192);
         tokio::spawn(driver::deliver_watch_responses(watch_rx, inputs_tx.clone()));
         let tick = config.tick;
@@ -491,45 +496,53 @@ fn random_seed() -> u64 {
 }
 
 impl NodeHandle {
-    async fn local<T: Send + 'static>(
+    /// Hands the driver an input; the driver is gone if it cannot take it.
+    async fn input(&self, input: Input) -> Result<(), ApiError> {
+        self.inputs.send(input).await.map_err(|_| ApiError::Stopped)
+    }
+
+    /// A read-only look at the member, on the driver's thread.
+    async fn query<T: Send + 'static>(
         &self,
-        run: impl FnOnce(&mut Driver) -> T + Send + 'static,
+        look: impl FnOnce(&Member<ReplyTx>) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
-        let job: driver::LocalFn = Box::new(move |d| {
-            let _ = tx.send(run(d));
-        });
-        self.inputs
-            .send(Input::Local(job))
-            .await
-            .map_err(|_| ApiError::Stopped)?;
+        self.input(Input::Query(Box::new(move |m| {
+            let _ = tx.send(look(m));
+        })))
+        .await?;
         rx.await.map_err(|_| ApiError::Stopped)
     }
 
-    /// Waits for the driver's answer; the driver times requests out itself,
-    /// this bound only guards against a stuck driver.
-    async fn answer<T>(&self, rx: oneshot::Receiver<Result<T, ApiError>>) -> Result<T, ApiError> {
+    /// A request for the member, and its answer. The member times requests
+    /// out itself; this bound only guards against a stuck driver.
+    async fn request(&self, request: Request) -> Result<Reply, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::Request { request, reply }).await?;
         match tokio::time::timeout(self.timeout * 2, rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map_err(ApiError::from),
             Ok(Err(_)) => Err(ApiError::Stopped),
             Err(_) => Err(ApiError::Timeout),
         }
     }
 
-    async fn linearizable<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let (tx, rx) = oneshot::channel();
-        let serve: driver::ReadFn = Box::new(move |store| {
-            let _ = tx.send(store.and_then(read));
-        });
-        self.inputs
-            .send(Input::Read(serve))
-            .await
-            .map_err(|_| ApiError::Stopped)?;
-        self.answer(rx).await
+    /// A read: linearizable through the member's read index, or served
+    /// from this member's store as it is.
+    async fn read(&self, query: Query, serializable: bool) -> Result<Reply, ApiError> {
+        if serializable || self.unsafe_local_reads {
+            self.query(move |m| m.serve_serializable(&query))
+                .await?
+                .map_err(ApiError::from)
+        } else {
+            self.request(Request::Read(query)).await
+        }
     }
+}
+
+/// A reply of another kind than the request's: a bug, not a client error.
+fn mismatched(reply: Reply) -> ApiError {
+    error!(?reply, "the member answered with a reply of another kind");
+    ApiError::Stopped
 }
 
 // The futures are spelled out to show they are `Send`, as the trait asks.
@@ -540,12 +553,10 @@ impl Backend for NodeHandle {
         command: kv::Command,
     ) -> impl Future<Output = Result<kv::Response, ApiError>> + Send {
         async move {
-            let (reply, rx) = oneshot::channel();
-            self.inputs
-                .send(Input::Propose { command, reply })
-                .await
-                .map_err(|_| ApiError::Stopped)?;
-            self.answer(rx).await
+            match self.request(Request::Propose(command)).await? {
+                Reply::Command(response) => Ok(response),
+                other => Err(mismatched(other)),
+            }
         }
     }
 
@@ -555,12 +566,9 @@ impl Backend for NodeHandle {
         serializable: bool,
     ) -> impl Future<Output = Result<kv::RangeResponse, ApiError>> + Send {
         async move {
-            if serializable || self.unsafe_local_reads {
-                self.local(move |d| d.store().range(&request).map_err(ApiError::Kv))
-                    .await?
-            } else {
-                self.linearizable(move |store| store.range(&request).map_err(ApiError::Kv))
-                    .await
+            match self.read(Query::Range(request), serializable).await? {
+                Reply::Range(response) => Ok(response),
+                other => Err(mismatched(other)),
             }
         }
     }
@@ -570,32 +578,31 @@ impl Backend for NodeHandle {
         request: kv::LeaseTimeToLiveRequest,
     ) -> impl Future<Output = Result<kv::LeaseTimeToLiveResponse, ApiError>> + Send {
         async move {
-            self.linearizable(move |store| {
-                let now_ms = driver::wall_clock_ms().max(store.clock_ms());
-                Ok(store.lease_time_to_live(&request, now_ms))
-            })
-            .await
+            match self.read(Query::LeaseTimeToLive(request), false).await? {
+                Reply::LeaseTimeToLive(response) => Ok(response),
+                other => Err(mismatched(other)),
+            }
         }
     }
 
     fn lease_leases(
         &self,
     ) -> impl Future<Output = Result<kv::LeaseLeasesResponse, ApiError>> + Send {
-        async move { self.linearizable(|store| Ok(store.lease_leases())).await }
+        async move {
+            match self.read(Query::LeaseLeases, false).await? {
+                Reply::LeaseLeases(response) => Ok(response),
+                other => Err(mismatched(other)),
+            }
+        }
     }
 
     fn watch_open(&self) -> impl Future<Output = Result<(u64, WatchStream), ApiError>> + Send {
         async move {
-            let (tx, rx) = mpsc::channel(WATCH_QUEUE_RESPONSES_MAX);
-            let session = self
-                .local(move |d| {
-                    let session = d.next_watch_session;
-                    d.next_watch_session += 1;
-                    d.watch_sessions.insert(session, tx);
-                    session
-                })
-                .await?;
-            Ok((session, WatchStream { responses: rx }))
+            let (queue, responses) = mpsc::channel(WATCH_QUEUE_RESPONSES_MAX);
+            let (reply, session) = oneshot::channel();
+            self.input(Input::WatchOpen { queue, reply }).await?;
+            let session = session.await.map_err(|_| ApiError::Stopped)?;
+            Ok((session, WatchStream { responses }))
         }
     }
 
@@ -604,82 +611,39 @@ impl Backend for NodeHandle {
         session: u64,
         request: WatchCreateRequest,
     ) -> impl Future<Output = Result<(), ApiError>> + Send {
-        async move {
-            self.local(move |d| {
-                let responses = d.hub.create(&d.store, &request);
-                for r in &responses {
-                    if r.created && !r.canceled {
-                        d.watch_owner.insert(r.watch_id, session);
-                    }
-                }
-                // The created response (and any refusal) go to this session
-                // even when the watch was not kept.
-                for r in &responses {
-                    if !d.watch_owner.contains_key(&r.watch_id) {
-                        d.send_watch_response(session, r.clone());
-                    }
-                }
-                let kept: Vec<WatchResponse> = responses
-                    .into_iter()
-                    .filter(|r| d.watch_owner.contains_key(&r.watch_id))
-                    .collect();
-                d.route_watch_responses(kept);
-            })
-            .await
-        }
+        async move { self.input(Input::WatchCreate { session, request }).await }
     }
 
     fn watch_cancel(&self, session: u64, watch_id: i64) -> impl Future<Output = ()> + Send {
         async move {
-            let _ = self
-                .local(move |d| {
-                    if d.watch_owner.get(&watch_id) == Some(&session) {
-                        d.watch_owner.remove(&watch_id);
-                        let revision = d.store.revision();
-                        if let Some(response) = d.hub.cancel(watch_id, revision) {
-                            d.send_watch_response(session, response);
-                        }
-                    }
-                })
-                .await;
+            let _ = self.input(Input::WatchCancel { session, watch_id }).await;
         }
     }
 
     fn watch_progress(&self, session: u64) -> impl Future<Output = ()> + Send {
         async move {
-            let _ = self
-                .local(move |d| {
-                    let progress = WatchResponse {
-                        header: kv::ResponseHeader {
-                            revision: d.store.revision(),
-                        },
-                        watch_id: -1,
-                        ..WatchResponse::default()
-                    };
-                    d.send_watch_response(session, progress);
-                })
-                .await;
+            let _ = self.input(Input::WatchProgress { session }).await;
         }
     }
 
     fn watch_close(&self, session: u64) -> impl Future<Output = ()> + Send {
         async move {
-            let _ = self.local(move |d| d.close_watch_session(session)).await;
+            let _ = self.input(Input::WatchClose { session }).await;
         }
     }
 
     fn status(&self) -> impl Future<Output = Result<NodeStatus, ApiError>> + Send {
         let (cluster_id, member_id) = (self.cluster_id, self.member_id);
         async move {
-            self.local(move |d| NodeStatus {
+            self.query(move |m| NodeStatus {
                 cluster_id,
                 member_id,
-                leader: d.replica.leader().unwrap_or(0),
-                revision: d.store.revision(),
-                term: d.replica.promised().round,
-                commit_index: d.replica.commit_index(),
-                applied_index: d.replica.applied(),
-                db_size: d.store.value_bytes_held() as i64,
+                leader: m.replica().leader().unwrap_or(0),
+                revision: m.store().revision(),
+                term: m.replica().promised().round,
+                commit_index: m.replica().commit_index(),
+                applied_index: m.replica().applied(),
+                db_size: m.store().value_bytes_held() as i64,
                 errors: Vec::new(),
             })
             .await
@@ -689,7 +653,7 @@ impl Backend for NodeHandle {
     fn members(&self) -> impl Future<Output = Result<Vec<MemberInfo>, ApiError>> + Send {
         let members = Arc::clone(&self.members);
         async move {
-            let known = self.local(|d| d.peer_client_urls.clone()).await?;
+            let known = self.query(|m| m.peer_client_urls().clone()).await?;
             Ok(members
                 .iter()
                 .map(|m| {
@@ -705,12 +669,13 @@ impl Backend for NodeHandle {
 
     fn hash_kv(&self) -> impl Future<Output = Result<(u32, i64, i64), ApiError>> + Send {
         async move {
-            self.local(|d| {
-                let hash = d.store.state_hash();
+            self.query(|m| {
+                let store = m.store();
+                let hash = store.state_hash();
                 (
                     (hash ^ (hash >> 32)) as u32,
-                    d.store.revision(),
-                    d.store.compact_revision(),
+                    store.revision(),
+                    store.compact_revision(),
                 )
             })
             .await
@@ -718,6 +683,6 @@ impl Backend for NodeHandle {
     }
 
     fn snapshot(&self) -> impl Future<Output = Result<Vec<u8>, ApiError>> + Send {
-        async move { self.local(|d| d.store.snapshot()).await }
+        async move { self.query(|m| m.store().snapshot()).await }
     }
 }

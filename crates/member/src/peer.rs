@@ -1,17 +1,31 @@
-//! What members ask each other outside the Paxos protocol: a follower hands
-//! a client command to the leader, or asks it for a read index; snapshots
-//! stream to a lagging member in chunks.
+//! What members say to each other beside the Paxos messages (Prepare,
+//! Promise, Accept, ...): a follower hands a client command to the leader,
+//! or asks it for a read index; snapshots stream to a lagging member in
+//! chunks; members tell each other their client URLs.
 //!
 //! A forwarded command is answered by the follower itself: it waits until
 //! it applies the command from the log, with the result every replica
 //! computes. So the leader only ever answers "refused" or a read index.
+//!
+//! Wire form: one tag byte naming the message, then its fields in order,
+//! integers little-endian, the last field's bytes running to the end of the
+//! frame (the transport frames each message with its length).
+//!
+//! | tag | message | fields |
+//! | --- | --- | --- |
+//! | 1 | `Propose` | client u64, seq u64, command bytes |
+//! | 2 | `Refused` | client u64, seq u64, leader u64 |
+//! | 3 | `ReadIndex` | id u64 |
+//! | 4 | `ReadIndexReply` | id u64, index u64 |
+//! | 5 | `Chunk` | slot u64, offset u64, total u64, crc32c u32, bytes |
+//! | 6 | `Attributes` | client URLs, newline-separated UTF-8 |
 
 use paxos::NodeId;
 use storage::SnapshotChunk;
 
 /// A request or answer between members.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Forward {
+pub enum PeerMessage {
     /// "Propose this for me": the command as it goes into the log, minus
     /// the leader's time stamp, which the leader adds.
     Propose {
@@ -56,15 +70,15 @@ pub enum Forward {
 
 /// Why bytes are not a forward frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed forward frame")]
+#[error("malformed peer message")]
 pub struct Malformed;
 
-impl Forward {
+impl PeerMessage {
     /// Encodes the frame body.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32);
         match self {
-            Forward::Propose {
+            PeerMessage::Propose {
                 client,
                 seq,
                 command,
@@ -74,7 +88,7 @@ impl Forward {
                 out.extend_from_slice(&seq.to_le_bytes());
                 out.extend_from_slice(command);
             }
-            Forward::Refused {
+            PeerMessage::Refused {
                 client,
                 seq,
                 leader,
@@ -84,16 +98,16 @@ impl Forward {
                 out.extend_from_slice(&seq.to_le_bytes());
                 out.extend_from_slice(&leader.to_le_bytes());
             }
-            Forward::ReadIndex { id } => {
+            PeerMessage::ReadIndex { id } => {
                 out.push(3);
                 out.extend_from_slice(&id.to_le_bytes());
             }
-            Forward::ReadIndexReply { id, index } => {
+            PeerMessage::ReadIndexReply { id, index } => {
                 out.push(4);
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&index.to_le_bytes());
             }
-            Forward::Chunk(c) => {
+            PeerMessage::Chunk(c) => {
                 out.push(5);
                 out.extend_from_slice(&c.index.to_le_bytes());
                 out.extend_from_slice(&c.offset.to_le_bytes());
@@ -101,7 +115,7 @@ impl Forward {
                 out.extend_from_slice(&c.checksum.to_le_bytes());
                 out.extend_from_slice(&c.data);
             }
-            Forward::Attributes { client_urls } => {
+            PeerMessage::Attributes { client_urls } => {
                 out.push(6);
                 out.extend_from_slice(client_urls.join("\n").as_bytes());
             }
@@ -110,7 +124,7 @@ impl Forward {
     }
 
     /// Decodes a frame body; anything malformed is an error, never a panic.
-    pub fn decode(bytes: &[u8]) -> Result<Forward, Malformed> {
+    pub fn decode(bytes: &[u8]) -> Result<PeerMessage, Malformed> {
         let u64_at = |at: usize| -> Result<u64, Malformed> {
             let raw: [u8; 8] = bytes
                 .get(at..at + 8)
@@ -127,14 +141,14 @@ impl Forward {
             }
         };
         match bytes.first() {
-            Some(1) => Ok(Forward::Propose {
+            Some(1) => Ok(PeerMessage::Propose {
                 client: u64_at(1)?,
                 seq: u64_at(9)?,
                 command: bytes.get(17..).ok_or(Malformed)?.to_vec(),
             }),
             Some(2) => {
                 exact(25)?;
-                Ok(Forward::Refused {
+                Ok(PeerMessage::Refused {
                     client: u64_at(1)?,
                     seq: u64_at(9)?,
                     leader: u64_at(17)?,
@@ -142,11 +156,11 @@ impl Forward {
             }
             Some(3) => {
                 exact(9)?;
-                Ok(Forward::ReadIndex { id: u64_at(1)? })
+                Ok(PeerMessage::ReadIndex { id: u64_at(1)? })
             }
             Some(4) => {
                 exact(17)?;
-                Ok(Forward::ReadIndexReply {
+                Ok(PeerMessage::ReadIndexReply {
                     id: u64_at(1)?,
                     index: u64_at(9)?,
                 })
@@ -157,7 +171,7 @@ impl Forward {
                     .ok_or(Malformed)?
                     .try_into()
                     .map_err(|_| Malformed)?;
-                Ok(Forward::Chunk(SnapshotChunk {
+                Ok(PeerMessage::Chunk(SnapshotChunk {
                     index: u64_at(1)?,
                     offset: u64_at(9)?,
                     total_len: u64_at(17)?,
@@ -168,7 +182,7 @@ impl Forward {
             Some(6) => {
                 let text =
                     std::str::from_utf8(bytes.get(1..).ok_or(Malformed)?).map_err(|_| Malformed)?;
-                Ok(Forward::Attributes {
+                Ok(PeerMessage::Attributes {
                     client_urls: text
                         .split('\n')
                         .filter(|u| !u.is_empty())
@@ -188,26 +202,26 @@ mod tests {
     #[test]
     fn frames_round_trip_and_garbage_is_refused() {
         let frames = vec![
-            Forward::Propose {
+            PeerMessage::Propose {
                 client: 7,
                 seq: 1,
                 command: vec![0, 1, 2],
             },
-            Forward::Refused {
+            PeerMessage::Refused {
                 client: 7,
                 seq: 1,
                 leader: 3,
             },
-            Forward::ReadIndex { id: 9 },
-            Forward::ReadIndexReply { id: 9, index: 44 },
-            Forward::Chunk(SnapshotChunk {
+            PeerMessage::ReadIndex { id: 9 },
+            PeerMessage::ReadIndexReply { id: 9, index: 44 },
+            PeerMessage::Chunk(SnapshotChunk {
                 index: 5,
                 offset: 64,
                 total_len: 100,
                 checksum: 0xdead_beef,
                 data: vec![1; 36],
             }),
-            Forward::Attributes {
+            PeerMessage::Attributes {
                 client_urls: vec![
                     "http://127.0.0.1:2379".into(),
                     "http://10.0.0.1:2379".into(),
@@ -216,13 +230,13 @@ mod tests {
         ];
         for f in frames {
             let bytes = f.encode();
-            assert_eq!(Forward::decode(&bytes), Ok(f));
+            assert_eq!(PeerMessage::decode(&bytes), Ok(f));
             for cut in 0..bytes.len().min(17) {
-                let _ = Forward::decode(&bytes[..cut]);
+                let _ = PeerMessage::decode(&bytes[..cut]);
             }
         }
-        assert_eq!(Forward::decode(&[]), Err(Malformed));
-        assert_eq!(Forward::decode(&[9, 9, 9]), Err(Malformed));
-        assert_eq!(Forward::decode(&[3, 1]), Err(Malformed));
+        assert_eq!(PeerMessage::decode(&[]), Err(Malformed));
+        assert_eq!(PeerMessage::decode(&[9, 9, 9]), Err(Malformed));
+        assert_eq!(PeerMessage::decode(&[3, 1]), Err(Malformed));
     }
 }
