@@ -42,6 +42,9 @@ step "simulator: 3 replicas, seeds $SEEDS3, every fault"
 step "simulator: 5 replicas, seeds $SEEDS5, every fault"
 ./target/release/synod sim --seeds "$SEEDS5" --nemesis all --nodes 5
 
+step "simulator: 4 replicas, seeds $SEEDS5, every fault"
+./target/release/synod sim --seeds "$SEEDS5" --nemesis all --nodes 4
+
 step "simulator: 3 replicas, seeds $SEEDS5, every fault, commands batched per turn as the server does"
 ./target/release/synod sim --seeds "$SEEDS5" --nemesis all --nodes 3 --clients 10 --think-ms 2 --batch-ms 2
 

@@ -260,6 +260,52 @@ impl WatchHub {
         })
     }
 
+    /// Brings every watcher up to `store`, which jumped ahead of the
+    /// applies the hub saw (a snapshot installed from a peer): each gets
+    /// the history it has not been sent, or, if that is compacted, a cancel
+    /// carrying the compact revision (and is dropped), as at creation.
+    pub fn catch_up(&mut self, store: &Store) -> Vec<WatchResponse> {
+        let header = ResponseHeader {
+            revision: store.revision(),
+        };
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (&watch_id, watcher) in &mut self.watchers {
+            if watcher.next_revision > store.revision() {
+                continue;
+            }
+            match store.events_since(watcher.next_revision, &watcher.key, &watcher.range_end) {
+                Ok(events) => {
+                    let events: Vec<Event> =
+                        events.iter().filter_map(|e| watcher.select(e)).collect();
+                    if !events.is_empty() {
+                        out.push(WatchResponse {
+                            header,
+                            watch_id,
+                            events,
+                            ..WatchResponse::default()
+                        });
+                    }
+                    watcher.next_revision = store.revision() + 1;
+                }
+                Err(_) => {
+                    gone.push(watch_id);
+                    out.push(WatchResponse {
+                        header,
+                        watch_id,
+                        canceled: true,
+                        compact_revision: store.compact_revision(),
+                        ..WatchResponse::default()
+                    });
+                }
+            }
+        }
+        for watch_id in gone {
+            self.watchers.remove(&watch_id);
+        }
+        out
+    }
+
     /// Routes the events of one apply (the store now at `revision`): one
     /// response per watcher that wants any of them, in watch id order.
     pub fn publish(&mut self, revision: Revision, events: &[Event]) -> Vec<WatchResponse> {

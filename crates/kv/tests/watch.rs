@@ -264,3 +264,45 @@ fn hub_cancel_future_start_and_duplicate_ids() {
     assert!(hub.cancel(7, s.revision()).is_none());
     assert!(hub.is_empty());
 }
+
+#[test]
+fn hub_catches_up_from_a_store_that_jumped_ahead() {
+    // A lagging member's watch, then a snapshot installed from a peer: the
+    // store jumps from revision 2 to 4 without the hub seeing the applies.
+    let mut behind = Store::default();
+    put(&mut behind, b"a", b"1");
+    let mut hub = WatchHub::new();
+    let created = hub.create(&behind, &watch("a", "b", 0));
+    let id = created[0].watch_id;
+    let mut ahead =
+        Store::restore(&behind.snapshot(), kv::Limits::default()).expect("a store's own image");
+    put(&mut ahead, b"a", b"2");
+    put(&mut ahead, b"x", b"elsewhere");
+    put(&mut ahead, b"a", b"3");
+    let out = hub.catch_up(&ahead);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].watch_id, id);
+    let revisions: Vec<_> = out[0].events.iter().map(|e| e.kv.mod_revision).collect();
+    assert_eq!(
+        revisions,
+        vec![3, 5],
+        "the missed events of its range, in order"
+    );
+    assert!(hub.catch_up(&ahead).is_empty(), "nothing is sent twice");
+    // Live events go on after the image.
+    let applied = ahead
+        .apply(&Command::Put(put_req(b"a", b"4")), CTX)
+        .expect("put");
+    let live = hub.publish(ahead.revision(), &applied.events);
+    assert_eq!(live[0].events[0].kv.mod_revision, 6);
+
+    // If the image's history is compacted past the watch, it is cancelled
+    // with the compact revision, as at creation.
+    let mut lagging = WatchHub::new();
+    lagging.create(&behind, &watch("a", "b", 0));
+    compact(&mut ahead, 5);
+    let out = lagging.catch_up(&ahead);
+    assert!(out[0].canceled);
+    assert_eq!(out[0].compact_revision, 5);
+    assert!(lagging.is_empty());
+}

@@ -22,6 +22,11 @@ pub struct NetConfig {
     pub spike: f64,
     /// The length of a delay spike, in microseconds.
     pub spike_us: u64,
+    /// Probability that a message is held back for a long while (through
+    /// several elections) and delivered late.
+    pub hold: f64,
+    /// The range of such a hold, in microseconds.
+    pub hold_us: (u64, u64),
 }
 
 impl NetConfig {
@@ -34,6 +39,8 @@ impl NetConfig {
             duplicate: 0.0,
             spike: 0.0,
             spike_us: 0,
+            hold: 0.0,
+            hold_us: (0, 0),
         }
     }
 }
@@ -83,7 +90,12 @@ impl Network {
         } else {
             0
         };
-        c.delay_min_us + exp.min(c.delay_mean_us * 20) + spike
+        let hold = if c.hold > 0.0 && rng.random_bool(c.hold) {
+            rng.random_range(c.hold_us.0..=c.hold_us.1)
+        } else {
+            0
+        };
+        c.delay_min_us + exp.min(c.delay_mean_us * 20) + spike + hold
     }
 
     /// Cuts every link between the two groups, both ways.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use paxos::multi::{ClientId, Slot, Value};
+use paxos::multi::{ClientId, Message, Slot, Value};
 use paxos::{Ballot, NodeId};
 
 use crate::trace::short_value;
@@ -37,6 +37,10 @@ pub struct Oracle {
     /// Per node and slot, the highest ballot it accepted durably (synced):
     /// a restart must find at least that.
     durable: BTreeMap<NodeId, BTreeMap<Slot, Ballot>>,
+    /// Per node, the highest promise it made durable (its own ballots
+    /// included): no message may reveal a higher one, and no restart may
+    /// come back with a lower one.
+    promised: BTreeMap<NodeId, Ballot>,
     /// What broke.
     pub violations: Vec<Violation>,
 }
@@ -101,8 +105,11 @@ impl Oracle {
         self.violations.push(Violation { time_us, what });
     }
 
-    /// `node`'s acceptance of `slot` at `ballot` was synced to its disk.
+    /// `node`'s acceptance of `slot` at `ballot` was synced to its disk
+    /// (which promises `ballot` too: an acceptor accepts only at or above
+    /// its promise).
     pub fn synced(&mut self, node: NodeId, slot: Slot, ballot: Ballot) {
+        self.synced_promise(node, ballot);
         let highest = self
             .durable
             .entry(node)
@@ -110,6 +117,52 @@ impl Oracle {
             .entry(slot)
             .or_insert(ballot);
         *highest = (*highest).max(ballot);
+    }
+
+    /// `node`'s promise of `ballot` (or its own new ballot) was synced.
+    pub fn synced_promise(&mut self, node: NodeId, ballot: Ballot) {
+        let highest = self.promised.entry(node).or_insert(ballot);
+        *highest = (*highest).max(ballot);
+    }
+
+    /// `node` sends `message`: what it reveals (a promise, a ballot of its
+    /// own, an acceptance) must already be durable there. An acceptor
+    /// acknowledges an `Accept` for a slot in its snapshot (`trimmed`) without
+    /// persisting anything: the slot is chosen and applied there.
+    pub fn sent(&mut self, time_us: u64, node: NodeId, message: &Message, trimmed: Slot) {
+        let promised = self.promised.get(&node).copied().unwrap_or(Ballot::ZERO);
+        let what = match message {
+            Message::Prepare { ballot, .. } if *ballot > promised => "its Prepare",
+            Message::Promise { ballot, .. } if *ballot > promised => "its Promise",
+            Message::Accepted { ballot, slot }
+                if *slot > trimmed
+                    && self
+                        .durable
+                        .get(&node)
+                        .and_then(|slots| slots.get(slot))
+                        .is_none_or(|b| b < ballot) =>
+            {
+                "its Accepted"
+            }
+            _ => return,
+        };
+        self.violate(
+            time_us,
+            format!("n{node} sent {what} before it was durable: {message:?}"),
+        );
+    }
+
+    /// `node` restarted promising `promised`: never less than it had made
+    /// durable before.
+    pub fn restarted_promise(&mut self, time_us: u64, node: NodeId, promised: Ballot) {
+        if let Some(&durable) = self.promised.get(&node)
+            && promised < durable
+        {
+            self.violate(
+                time_us,
+                format!("n{node} restarted promising {promised}, below the {durable} it had made durable"),
+            );
+        }
     }
 
     /// A node restarted with `accepted` from its disk, whose snapshot

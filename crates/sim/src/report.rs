@@ -24,6 +24,9 @@ pub struct RunReport {
     pub commits: u64,
     /// The most commands one chosen slot carried.
     pub largest_batch: usize,
+    /// Watch events the watchers saw, each checked against the committed
+    /// history.
+    pub watch_events: u64,
     /// Times some replica became leader.
     pub leader_changes: u64,
     /// Crashes the nemesis caused.
@@ -97,6 +100,7 @@ impl RunReport {
             info: count(|o| matches!(o, Outcome::Info)),
             commits,
             largest_batch: 0,
+            watch_events: 0,
             leader_changes,
             crashes,
             refused_starts,

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use check::{Op, Operation, Outcome};
 use kv::{
-    Compare, CompareResult, CompareTarget, Limits, PutRequest, RangeRequest, RequestOp, Store,
-    TxnRequest,
+    Compare, CompareResult, CompareTarget, EventType, Limits, PutRequest, RangeRequest, RequestOp,
+    Store, TxnRequest, WatchCreateRequest, WatchResponse,
 };
 use member::{
     Checkpoint, Clock, Config as MemberConfig, Effect, Member, MemberError, PeerMessage, Query,
@@ -39,6 +39,12 @@ const EVENTS_MAX: u64 = 20_000_000;
 /// A node snapshots its state machine (and trims its log) after this many
 /// applied commands.
 const SNAPSHOT_EVERY_COMMANDS: u64 = 50;
+/// The chance that a node crashes between writing a step's records and
+/// syncing them (after the step's first messages left).
+const CRASH_BEFORE_SYNC: f64 = 0.002;
+/// The chance that a node crashes right after saving a snapshot and
+/// trimming its log.
+const CRASH_AFTER_TRIM: f64 = 0.05;
 /// A turn ends at most this long after the input that began it, in
 /// virtual microseconds.
 const TURN_US_MAX: u64 = 500;
@@ -207,6 +213,14 @@ enum Event {
     Heal,
     StopClients,
     FinalReads,
+    /// A watcher (re)opens its stream on a member.
+    WatchConnect(usize),
+    /// A watch response reaches its watcher (in stream order).
+    WatchDeliver {
+        watcher: usize,
+        session: u64,
+        response: WatchResponse,
+    },
 }
 
 struct Scheduled {
@@ -278,6 +292,36 @@ struct Client {
     done: bool,
 }
 
+/// A watch stream open on a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stream {
+    node: NodeId,
+    /// The member's watch session.
+    session: u64,
+}
+
+/// One event as a watcher saw it: revision, key, put (or delete), value.
+type SeenEvent = (i64, Vec<u8>, bool, Vec<u8>);
+
+/// A client watching every key the clients write, as etcd's clients do:
+/// on a broken stream it reconnects to another member and resumes from the
+/// revision after the last event it saw.
+struct Watcher {
+    target: NodeId,
+    stream: Option<Stream>,
+    /// The first revision not seen yet.
+    next_revision: i64,
+    /// Everything seen, in order.
+    seen: Vec<SeenEvent>,
+    /// The last delivery's time: a stream delivers in order.
+    last_delivery: u64,
+}
+
+/// Watchers per run.
+const WATCHERS: usize = 2;
+/// A watcher whose stream broke reconnects after up to this long.
+const WATCH_RECONNECT_US: u64 = 100_000;
+
 /// Added to a client's history process id after an unknown outcome: far
 /// above every client id, so fresh ids never meet another client's.
 const PROCESS_STRIDE: u64 = 1 << 32;
@@ -293,6 +337,8 @@ pub struct World {
     members: Vec<NodeId>,
     network: Network,
     clients: Vec<Client>,
+    watchers: Vec<Watcher>,
+    next_watch_session: u64,
     next_attempt: u64,
     next_value: u64,
     oracle: Oracle,
@@ -354,6 +400,8 @@ impl World {
             duplicate: if n.duplicate { 0.05 } else { 0.0 },
             spike: if n.delay { 0.01 } else { 0.0 },
             spike_us: 100_000,
+            hold: if n.delay { 0.001 } else { 0.0 },
+            hold_us: (500_000, 3_000_000),
         };
         let clients = (0..config.clients)
             .map(|i| Client {
@@ -364,6 +412,15 @@ impl World {
                 pending: None,
                 script: None,
                 done: false,
+            })
+            .collect();
+        let watchers = (0..WATCHERS)
+            .map(|_| Watcher {
+                target: members[rng.random_range(0..members.len())],
+                stream: None,
+                next_revision: 1,
+                seen: Vec::new(),
+                last_delivery: 0,
             })
             .collect();
         let trace = config.trace.then(Vec::new);
@@ -377,6 +434,8 @@ impl World {
             nodes,
             members,
             clients,
+            watchers,
+            next_watch_session: 1,
             next_attempt: 1,
             next_value: 1,
             history: Vec::new(),
@@ -420,6 +479,10 @@ impl World {
             let id = self.clients[i].id;
             let delay = self.rng.random_range(0..=self.config.think_us_max);
             self.schedule(delay, Event::ClientNext(id));
+        }
+        for w in 0..self.watchers.len() {
+            let delay = self.rng.random_range(0..WATCH_RECONNECT_US);
+            self.schedule(delay, Event::WatchConnect(w));
         }
         if self.config.nemesis.any() {
             let delay = self.nemesis_gap();
@@ -567,6 +630,12 @@ impl World {
                 self.schedule(delay.max(TICK_US), Event::FinalReads);
             }
             Event::FinalReads => self.start_final_reads(),
+            Event::WatchConnect(w) => self.watch_connect(w),
+            Event::WatchDeliver {
+                watcher,
+                session,
+                response,
+            } => self.watch_deliver(watcher, session, response),
         }
     }
 
@@ -653,20 +722,37 @@ impl World {
                     }
                 }
                 if stage.sync {
+                    // A crash inside the step: some of its messages are
+                    // out, its records written but not synced.
+                    if self.faults_on
+                        && self.config.nemesis.crash
+                        && self.rng.random_bool(CRASH_BEFORE_SYNC)
+                    {
+                        self.trace(|| format!("nemesis: crash n{id} before its fsync"));
+                        self.crashes += 1;
+                        self.take_down(node);
+                        return;
+                    }
+                    let Some(store) = &mut self.nodes[node].store else {
+                        return;
+                    };
                     if let Err(e) = store.sync() {
                         self.stop_node(node, &e.to_string());
                         return;
                     }
                     // Durable now: the oracle counts the acceptances.
                     for record in &stage.records {
-                        if let Record::Accept {
-                            slot,
-                            ballot,
-                            value,
-                        } = record
-                        {
-                            self.oracle.synced(id, *slot, *ballot);
-                            self.oracle.accepted(self.now, id, *slot, *ballot, value);
+                        match record {
+                            Record::Accept {
+                                slot,
+                                ballot,
+                                value,
+                            } => {
+                                self.oracle.synced(id, *slot, *ballot);
+                                self.oracle.accepted(self.now, id, *slot, *ballot, value);
+                            }
+                            Record::Promise(ballot) => self.oracle.synced_promise(id, *ballot),
+                            Record::Commit { .. } => {}
                         }
                     }
                 }
@@ -696,7 +782,14 @@ impl World {
     fn effect(&mut self, node: usize, effect: Effect<Token>) {
         let id = self.nodes[node].id;
         match effect {
-            Effect::Send(envelope) => self.send(envelope),
+            Effect::Send(envelope) => {
+                let trimmed = self.nodes[node]
+                    .member
+                    .as_ref()
+                    .map_or(0, |m| m.replica().snapshot_slot());
+                self.oracle.sent(self.now, id, &envelope.message, trimmed);
+                self.send(envelope)
+            }
             Effect::Peer { to, message } => self.send_peer(id, to, message),
             Effect::Reply {
                 token: (client, attempt),
@@ -705,8 +798,7 @@ impl World {
                 let reply = client_reply(result);
                 self.reply(client, attempt, reply);
             }
-            // No simulated client watches yet.
-            Effect::Watch { .. } => {}
+            Effect::Watch { session, response } => self.watch_send(id, session, response),
             Effect::Applied { slot, value } => self.oracle.applied(self.now, id, slot, &value),
             Effect::SendSnapshot { to, min_slot } => self.send_snapshot(node, to, min_slot),
         }
@@ -751,6 +843,13 @@ impl World {
         member.snapshot_saved();
         if let Err(e) = saved {
             self.stop_node(node, &e.to_string());
+            return;
+        }
+        // A crash right after a snapshot and a trim.
+        if self.faults_on && self.config.nemesis.crash && self.rng.random_bool(CRASH_AFTER_TRIM) {
+            self.trace(|| format!("nemesis: crash n{id} right after its snapshot and trim"));
+            self.crashes += 1;
+            self.take_down(node);
         }
     }
 
@@ -1140,6 +1239,174 @@ impl World {
         self.client_next(id);
     }
 
+    // ----- watchers -----
+
+    /// Opens a watch on every client key from the watcher's next revision,
+    /// on its member (or the next one, if that is down).
+    fn watch_connect(&mut self, w: usize) {
+        if self.watchers[w].stream.is_some() {
+            return;
+        }
+        let target = self.watchers[w].target;
+        let Some(node) = self.node_index(target) else {
+            return;
+        };
+        if self.nodes[node].member.is_none() {
+            self.watchers[w].target = self.next_member(target);
+            let delay = self.rng.random_range(1_000..WATCH_RECONNECT_US);
+            self.schedule(delay, Event::WatchConnect(w));
+            return;
+        }
+        let session = self.next_watch_session;
+        self.next_watch_session += 1;
+        let start_revision = self.watchers[w].next_revision;
+        self.watchers[w].stream = Some(Stream {
+            node: target,
+            session,
+        });
+        self.trace(|| format!("watcher {w} watches on n{target} from revision {start_revision}"));
+        let request = WatchCreateRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            start_revision,
+            ..WatchCreateRequest::default()
+        };
+        if let Some(member) = self.member(node) {
+            member.watch_create(session, &request);
+        }
+        self.end_turn_soon(node);
+    }
+
+    /// A member sends a watch response on a session: it reaches the
+    /// watcher after the ones before it.
+    fn watch_send(&mut self, from: NodeId, session: u64, response: WatchResponse) {
+        let Some(w) = self.watchers.iter().position(|w| {
+            w.stream
+                == Some(Stream {
+                    node: from,
+                    session,
+                })
+        }) else {
+            return;
+        };
+        let at =
+            (self.now + self.rng.random_range(100..500)).max(self.watchers[w].last_delivery + 1);
+        self.watchers[w].last_delivery = at;
+        self.schedule(
+            at - self.now,
+            Event::WatchDeliver {
+                watcher: w,
+                session,
+                response,
+            },
+        );
+    }
+
+    /// The watcher takes a response: events must come in revision order,
+    /// each revision once; a cancel breaks the stream.
+    fn watch_deliver(&mut self, w: usize, session: u64, response: WatchResponse) {
+        let Some(stream) = self.watchers[w].stream else {
+            return;
+        };
+        if stream.session != session {
+            return;
+        }
+        if response.canceled {
+            self.watchers[w].stream = None;
+            self.watchers[w].target = self.next_member(stream.node);
+            let delay = self.rng.random_range(1_000..WATCH_RECONNECT_US);
+            self.schedule(delay, Event::WatchConnect(w));
+            return;
+        }
+        let mut last = None;
+        for event in &response.events {
+            let revision = event.kv.mod_revision;
+            let next = self.watchers[w].next_revision;
+            if revision < next && last != Some(revision) {
+                let what = format!(
+                    "watcher {w} on n{} got an event at revision {revision} after revision {}: repeated or out of order",
+                    stream.node,
+                    next - 1
+                );
+                self.violate(what);
+            }
+            last = Some(revision);
+            self.watchers[w].seen.push((
+                revision,
+                event.kv.key.clone(),
+                event.r#type == EventType::Put,
+                event.kv.value.clone(),
+            ));
+        }
+        if let Some(revision) = last {
+            self.watchers[w].next_revision = revision + 1;
+        }
+    }
+
+    /// Every watcher must have seen exactly the committed history of the
+    /// client keys, up to the last revision it saw: in order, each event
+    /// once, none missing, across reconnections. The history is read from
+    /// the member furthest ahead. Returns the events checked.
+    fn judge_watchers(&mut self) -> u64 {
+        let Some(reference) = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.member.as_ref())
+            .max_by_key(|m| m.store().revision())
+        else {
+            return 0;
+        };
+        let history: Vec<SeenEvent> = match reference.store().events_since(1, b"k", b"l") {
+            Ok(events) => events
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.kv.mod_revision,
+                        e.kv.key,
+                        e.r#type == EventType::Put,
+                        e.kv.value,
+                    )
+                })
+                .collect(),
+            Err(e) => {
+                self.violate(format!("the committed history cannot be read: {e}"));
+                return 0;
+            }
+        };
+        let mut checked = 0;
+        let mut problems = Vec::new();
+        for (w, watcher) in self.watchers.iter().enumerate() {
+            let upto = watcher.next_revision;
+            let expected: Vec<&SeenEvent> = history.iter().filter(|e| e.0 < upto).collect();
+            let seen: Vec<&SeenEvent> = watcher.seen.iter().collect();
+            checked += seen.len() as u64;
+            if seen != expected {
+                let at = seen
+                    .iter()
+                    .zip(&expected)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(seen.len().min(expected.len()));
+                let show = |e: Option<&&SeenEvent>| {
+                    e.map_or("nothing".to_string(), |e| {
+                        format!("revision {} {}", e.0, String::from_utf8_lossy(&e.1))
+                    })
+                };
+                problems.push(format!(
+                    "watcher {w} saw {} events, the committed history has {} up to revision {}: event {at} is {} where the history has {}",
+                    seen.len(),
+                    expected.len(),
+                    upto - 1,
+                    show(seen.get(at)),
+                    show(expected.get(at)),
+                ));
+            }
+        }
+        for what in problems {
+            self.violate(what);
+        }
+        checked
+    }
+
     // ----- nemesis -----
 
     fn nemesis_gap(&mut self) -> u64 {
@@ -1226,6 +1493,14 @@ impl World {
     /// synced is sure to survive.
     fn take_down(&mut self, node: usize) {
         let id = self.nodes[node].id;
+        // Its watch streams break; their watchers reconnect elsewhere.
+        for w in 0..self.watchers.len() {
+            if self.watchers[w].stream.is_some_and(|s| s.node == id) {
+                self.watchers[w].stream = None;
+                let delay = self.rng.random_range(1_000..WATCH_RECONNECT_US);
+                self.schedule(delay, Event::WatchConnect(w));
+            }
+        }
         let word = self.rng.next_u64();
         let n = &mut self.nodes[node];
         n.member = None;
@@ -1294,6 +1569,8 @@ impl World {
             self.oracle.accepted(self.now, id, *slot, *ballot, value);
         }
         let slot = durable.snapshot_slot;
+        let promised_on_disk = durable.promised;
+        let accepted_on_disk = durable.accepted.clone();
         let config = replica_config(&self.config, id, &self.members);
         let seed = self.rng.next_u64();
         let n = &mut self.nodes[node];
@@ -1304,6 +1581,16 @@ impl World {
             member_config(&self.config, seed),
         ));
         self.oracle.restarted(id, slot);
+        if let Some(member) = &self.nodes[node].member {
+            let promised = member.replica().promised();
+            self.oracle.restarted_promise(self.now, id, promised);
+        }
+        // What the disk holds now is durable, synced or not before the
+        // crash: the replica may reveal it again.
+        self.oracle.synced_promise(id, promised_on_disk);
+        for (slot, (ballot, _)) in &accepted_on_disk {
+            self.oracle.synced(id, *slot, *ballot);
+        }
         self.trace(|| format!("n{id} restarts from its disk (snapshot up to slot {slot})"));
         self.process(node);
     }
@@ -1482,6 +1769,7 @@ impl World {
                 }
             }
         }
+        let watch_events = self.judge_watchers();
         let final_reads_done = self.clients.iter().any(|c| c.id == 1 && c.done);
         if self.first_ok_after_heal.is_none() {
             self.violate("no operation completed after the faults healed".into());
@@ -1512,6 +1800,7 @@ impl World {
             check_time,
         );
         report.largest_batch = largest_batch;
+        report.watch_events = watch_events;
         report
     }
 }

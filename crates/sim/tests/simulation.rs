@@ -119,3 +119,9 @@ fn a_reforward_under_a_fresh_session_is_caught() {
     let (seed, what) = first_caught(Bug::ReforwardTwice).expect("caught within 1000 seeds");
     eprintln!("reforward-twice caught at seed {seed}: {what}");
 }
+
+#[test]
+fn a_watch_that_misses_the_last_event_of_a_batch_is_caught() {
+    let (seed, what) = first_caught(Bug::WatchDropsBatchTail).expect("caught within 1000 seeds");
+    eprintln!("watch-drops-batch-tail caught at seed {seed}: {what}");
+}

@@ -75,6 +75,8 @@ enum BugArg {
     FollowerReadAtCoreApplied,
     /// A re-forwarded command goes under a fresh session.
     ReforwardTwice,
+    /// Watchers miss the last command's events of a slot with several.
+    WatchDropsBatchTail,
 }
 
 impl From<BugArg> for Bug {
@@ -86,6 +88,7 @@ impl From<BugArg> for Bug {
             BugArg::LeaderLocalRead => Bug::LeaderLocalRead,
             BugArg::FollowerReadAtCoreApplied => Bug::FollowerReadAtCoreApplied,
             BugArg::ReforwardTwice => Bug::ReforwardTwice,
+            BugArg::WatchDropsBatchTail => Bug::WatchDropsBatchTail,
         }
     }
 }
@@ -125,6 +128,7 @@ struct Totals {
     info: u64,
     commits: u64,
     largest_batch: usize,
+    watch_events: u64,
     leader_changes: u64,
     crashes: u64,
     refused_starts: u64,
@@ -296,6 +300,7 @@ fn add(t: &mut Totals, seed: u64, report: &RunReport, cpu: Duration) {
     t.info += report.info;
     t.commits += report.commits;
     t.largest_batch = t.largest_batch.max(report.largest_batch);
+    t.watch_events += report.watch_events;
     t.leader_changes += report.leader_changes;
     t.crashes += report.crashes;
     t.refused_starts += report.refused_starts;
@@ -364,6 +369,10 @@ fn print_summary(t: &Totals, config: &SimConfig) {
         t.commits as f64 / cpu_secs,
         t.largest_batch,
         if t.largest_batch == 1 { "" } else { "s" }
+    );
+    println!(
+        "watches: {} events seen by the watchers, each checked against the committed history",
+        t.watch_events
     );
     println!(
         "CPU time: {:.1} s simulating, {:.1} s checking linearizability",

@@ -89,4 +89,7 @@ pub enum Bug {
     /// (In the member.) A command re-forwarded after a leader change goes
     /// under a fresh session, so the store may apply it twice.
     ReforwardTwice,
+    /// (In the member.) The watchers miss the events of the last command
+    /// of a slot that carries several.
+    WatchDropsBatchTail,
 }

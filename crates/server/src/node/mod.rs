@@ -1,9 +1,14 @@
-//! A synod member: the Multi-Paxos core, the key-value store, the disk, the
-//! peer transport and the client port, joined.
+//! A synod member's runtime: the sans-IO [`member::Member`] (the Paxos
+//! core, the key-value store and every decision around them) joined to the
+//! disk, the peer transport and the client port.
+//!
+//! `Node::start` goes in five steps: check the configuration, recover the
+//! data directory into a member, start the peer transport, start the driver
+//! thread, serve clients.
 //!
 //! ```text
 //!  gRPC (api::*) ──► NodeHandle ──► Driver thread ◄── peers (transport)
-//!                                    │  Replica (paxos core) + Store (kv)
+//!                                    │  Member: decides, answers with Ready
 //!                                    │  + the log (storage::ReplicaStore, fsync)
 //!                                    │  + the first client connections (the lane)
 //!                                    ▼
@@ -218,199 +223,27 @@ impl Node {
     /// starts serving.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
         tuning::tune_allocator();
-        let me = config.my_id().ok_or_else(|| {
-            StartError::Config(format!(
-                "--name {:?} is not in --initial-cluster",
-                config.name
-            ))
-        })?;
-        if config.election_ticks <= config.heartbeat_ticks * 2 {
-            return Err(StartError::Config(
-                "the election timeout must be well above the heartbeat interval".into(),
-            ));
-        }
-        let (disk, restored) =
-            disk::open(config.data_dir.clone()).map_err(|source| StartError::Storage {
-                dir: config.data_dir.clone(),
-                source,
-            })?;
-        let store = match &restored.snapshot {
-            Some(snapshot) => Store::restore(&snapshot.data, Limits::default()).map_err(|e| {
-                StartError::Snapshot {
-                    dir: config.data_dir.clone(),
-                    reason: e.to_string(),
-                }
-            })?,
-            None => Store::new(Limits::default()),
-        };
-        if let Some(torn) = &restored.torn_tail {
-            info!(file = %torn.file.display(), offset = torn.offset, "cut a torn write at the end of the log");
-        }
-        let ids: Vec<NodeId> = config.members.iter().map(|m| config.member_id(m)).collect();
-        let mut paxos = PaxosConfig::new(me, ids.clone());
-        paxos.heartbeat_ticks = config.heartbeat_ticks;
-        paxos.election_ticks = config.election_ticks;
-        let replica = Replica::restart(paxos, restored.durable);
-
-        let peers: BTreeMap<NodeId, SocketAddr> = config
-            .members
-            .iter()
-            .map(|m| (config.member_id(m), m.peer_addr))
-            .collect();
-        let mut transport_config =
-            TransportConfig::new(me, config.listen_peer, peers, config.cluster_token.clone());
-        // A restarted member must hear its leader well within an election
-        // timeout, so redial quickly.
-        transport_config.reconnect_backoff_ms_max =
-            (config.tick * config.heartbeat_ticks).as_millis().max(10) as u64;
-        transport_config.drop_queue_when_unreachable = true;
-        // The driver's runtime, built here so the peer transport can run on
-        // it: see `Transport::start_in`.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(StartError::Thread)?;
-        let runtime_handle = runtime.handle().clone();
-        let driver_runtime = DriverRuntime(Some(runtime));
-        let (transport, peer_rx) = Transport::start_in(&runtime_handle, transport_config)
-            .map_err(|e| StartError::Transport(e.to_string()))?;
-        let forwards = transport
-            .take_forwards()
-            .ok_or_else(|| StartError::Transport("forward channel already taken".into()))?;
-
+        let me = check_config(&config)?;
+        let (disk, member) = recover(&config, me)?;
+        // The driver's runtime, built first so that the peer transport and
+        // the first client connections can run on it.
+        let runtime = DriverRuntime::build()?;
+        let lane = runtime.handle()?;
+        let (transport, peers) = start_transport(&config, me, &lane)?;
         let metrics = Arc::new(NodeMetrics::default());
-        let seed = random_seed();
-        let (watch_tx, watch_rx) = mpsc::unbounded_channel();
-        let mut member = Member::new(
-            replica,
-            store,
-            member::Config {
-                request_timeout_ms: config.request_timeout.as_millis() as u64,
-                snapshot_count: config.snapshot_count,
-                seed,
-                fill_on_ready: true,
-                observe: false,
-            },
-        );
-        member.advertise(config.advertise_client_urls.clone());
-        let driver = Driver::new(
-            member,
-            disk,
-            transport.clone(),
-            Arc::clone(&metrics),
-            seed.rotate_left(32),
-            watch_tx,
-        );
-        let (inputs_tx, inputs_rx) = mpsc::channel(8192);
-        tokio::spawn(driver::deliver_watch_responses(watch_rx, inputs_tx.clone()));
-        let tick = config.tick;
-        // The driver gets a thread of its own: it blocks on its log's
-        // fsyncs, which must not hold up a runtime worker's other tasks.
-        let (stop_driver, stop) = oneshot::channel::<()>();
-        let (done, driver_done) = oneshot::channel();
-        let run = move || {
-            let result = match driver_runtime.into_runtime() {
-                Some(runtime) => runtime.block_on(async move {
-                    tokio::select! {
-                        result = driver.run(tick, inputs_rx, peer_rx, forwards) => result,
-                        _ = stop => Ok(()),
-                    }
-                }),
-                None => Err("the driver's runtime was already taken".into()),
-            };
-            if let Err(e) = &result {
-                error!(error = %e, "the node stops: storage failed, durability unknown");
-            }
-            let _ = done.send(result);
-        };
-        std::thread::Builder::new()
-            .name("synod-driver".into())
-            .spawn(run)
-            .map_err(StartError::Thread)?;
-
-        let members: Vec<MemberInfo> = config
-            .members
-            .iter()
-            .map(|m| MemberInfo {
-                id: config.member_id(m),
-                name: m.name.clone(),
-                peer_urls: vec![m.peer_url.clone()],
-                client_urls: if m.name == config.name {
-                    config.advertise_client_urls.clone()
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect();
-        let handle = NodeHandle {
-            inputs: inputs_tx,
-            member_id: me,
-            cluster_id: config.cluster_id(),
-            members: Arc::new(members),
-            timeout: config.request_timeout,
-            unsafe_local_reads: config.unsafe_local_reads,
-        };
-
-        let listener = tokio::net::TcpListener::bind(config.listen_client)
-            .await
-            .map_err(|source| StartError::ClientPort {
-                addr: config.listen_client,
-                source,
-            })?;
-        let client_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::ClientPort {
-                addr: config.listen_client,
-                source,
-            })?;
-        let routes = crate::api::routes(Arc::new(handle.clone()), handle.cluster_id, me);
-        let health_metrics = Arc::clone(&metrics);
-        let health: client_port::HealthFn = Arc::new(move || {
-            let has_leader = health_metrics.has_leader.load(Ordering::Relaxed) == 1;
-            Health {
-                healthy: has_leader,
-                reason: if has_leader {
-                    String::new()
-                } else {
-                    "RAFT NO LEADER".into()
-                },
-            }
-        });
-        let page_metrics = Arc::clone(&metrics);
-        let page_transport = transport.clone();
-        let metrics_fn: client_port::MetricsFn = Arc::new(move || {
-            let mut out = String::new();
-            page_metrics.render(&mut out);
-            page_transport.metrics().write_prometheus(&mut out);
-            out
-        });
-        let router = client_port::router(routes, health, metrics_fn);
-        let (shutdown, mut shutdown_rx) = watch::channel(false);
-        let port_config = ClientPortConfig {
-            lane: Some(client_port::Lane {
-                runtime: runtime_handle,
-                connections_max: config.driver_connections,
-            }),
-            ..ClientPortConfig::default()
-        };
-        let client = tokio::spawn(async move {
-            let stop = async move {
-                let _ = shutdown_rx.wait_for(|stop| *stop).await;
-            };
-            if let Err(e) = client_port::serve(listener, router, port_config, stop).await {
-                error!(error = %e, "client port stopped");
-            }
-        });
-        info!(name = %config.name, id = format!("{me:x}"), client = %client_addr, peer = %transport.local_addr(), "member started");
+        let driver = start_driver(&config, member, disk, &transport, &metrics, runtime, peers)?;
+        let handle = NodeHandle::new(&config, me, driver.inputs.clone());
+        let clients = serve_clients(&config, &handle, &metrics, &transport, lane).await?;
+        info!(name = %config.name, id = format!("{me:x}"), client = %clients.addr, peer = %transport.local_addr(), "member started");
         Ok(Node {
             handle,
             metrics,
             transport,
-            driver: driver_done,
-            stop_driver: Some(stop_driver),
-            client,
-            shutdown,
-            client_addr,
+            driver: driver.done,
+            stop_driver: Some(driver.stop),
+            client: clients.task,
+            shutdown: clients.shutdown,
+            client_addr: clients.addr,
         })
     }
 
@@ -458,6 +291,20 @@ impl Node {
 struct DriverRuntime(Option<tokio::runtime::Runtime>);
 
 impl DriverRuntime {
+    fn build() -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Thread)?;
+        Ok(DriverRuntime(Some(runtime)))
+    }
+
+    fn handle(&self) -> Result<tokio::runtime::Handle, StartError> {
+        self.0.as_ref().map(|r| r.handle().clone()).ok_or_else(|| {
+            StartError::Thread(std::io::Error::other("the driver's runtime is gone"))
+        })
+    }
+
     fn into_runtime(mut self) -> Option<tokio::runtime::Runtime> {
         self.0.take()
     }
@@ -469,6 +316,226 @@ impl Drop for DriverRuntime {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Step 1: this member's id, once the configuration is known to hold
+/// together.
+fn check_config(config: &NodeConfig) -> Result<NodeId, StartError> {
+    let me = config.my_id().ok_or_else(|| {
+        StartError::Config(format!(
+            "--name {:?} is not in --initial-cluster",
+            config.name
+        ))
+    })?;
+    if config.election_ticks <= config.heartbeat_ticks * 2 {
+        return Err(StartError::Config(
+            "the election timeout must be well above the heartbeat interval".into(),
+        ));
+    }
+    Ok(me)
+}
+
+/// Step 2: the data directory recovered, and the member over it: the
+/// replica from the log, the store from the latest snapshot.
+fn recover(config: &NodeConfig, me: NodeId) -> Result<(disk::Disk, Member<ReplyTx>), StartError> {
+    let (disk, restored) =
+        disk::open(config.data_dir.clone()).map_err(|source| StartError::Storage {
+            dir: config.data_dir.clone(),
+            source,
+        })?;
+    let store = match &restored.snapshot {
+        Some(snapshot) => {
+            Store::restore(&snapshot.data, Limits::default()).map_err(|e| StartError::Snapshot {
+                dir: config.data_dir.clone(),
+                reason: e.to_string(),
+            })?
+        }
+        None => Store::new(Limits::default()),
+    };
+    if let Some(torn) = &restored.torn_tail {
+        info!(file = %torn.file.display(), offset = torn.offset, "cut a torn write at the end of the log");
+    }
+    let ids: Vec<NodeId> = config.members.iter().map(|m| config.member_id(m)).collect();
+    let mut paxos = PaxosConfig::new(me, ids);
+    paxos.heartbeat_ticks = config.heartbeat_ticks;
+    paxos.election_ticks = config.election_ticks;
+    let replica = Replica::restart(paxos, restored.durable);
+    let mut member = Member::new(
+        replica,
+        store,
+        member::Config {
+            request_timeout_ms: config.request_timeout.as_millis() as u64,
+            snapshot_count: config.snapshot_count,
+            seed: random_seed(),
+            fill_on_ready: true,
+            observe: false,
+        },
+    );
+    member.advertise(config.advertise_client_urls.clone());
+    Ok((disk, member))
+}
+
+/// Step 3: the peer port, on the driver's runtime.
+fn start_transport(
+    config: &NodeConfig,
+    me: NodeId,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(TransportHandle, Peers), StartError> {
+    let peers: BTreeMap<NodeId, SocketAddr> = config
+        .members
+        .iter()
+        .map(|m| (config.member_id(m), m.peer_addr))
+        .collect();
+    let mut transport_config =
+        TransportConfig::new(me, config.listen_peer, peers, config.cluster_token.clone());
+    // A restarted member must hear its leader well within an election
+    // timeout, so redial quickly.
+    transport_config.reconnect_backoff_ms_max =
+        (config.tick * config.heartbeat_ticks).as_millis().max(10) as u64;
+    transport_config.drop_queue_when_unreachable = true;
+    let (transport, paxos) = Transport::start_in(runtime, transport_config)
+        .map_err(|e| StartError::Transport(e.to_string()))?;
+    let forwards = transport
+        .take_forwards()
+        .ok_or_else(|| StartError::Transport("forward channel already taken".into()))?;
+    Ok((transport, Peers { paxos, forwards }))
+}
+
+/// What peers send: Paxos messages, and member-to-member messages.
+struct Peers {
+    paxos: mpsc::Receiver<paxos::multi::Envelope>,
+    forwards: mpsc::Receiver<(NodeId, Vec<u8>)>,
+}
+
+/// The running driver: where its inputs go, how to stop it, and its end.
+struct RunningDriver {
+    inputs: mpsc::Sender<Input>,
+    stop: oneshot::Sender<()>,
+    done: oneshot::Receiver<Result<(), String>>,
+}
+
+/// Step 4: the driver, on a thread of its own: it blocks on its log's
+/// fsyncs, which must not hold up a runtime worker's other tasks.
+fn start_driver(
+    config: &NodeConfig,
+    member: Member<ReplyTx>,
+    disk: disk::Disk,
+    transport: &TransportHandle,
+    metrics: &Arc<NodeMetrics>,
+    runtime: DriverRuntime,
+    peers: Peers,
+) -> Result<RunningDriver, StartError> {
+    let (watch_tx, watch_rx) = mpsc::unbounded_channel();
+    let driver = Driver::new(
+        member,
+        disk,
+        transport.clone(),
+        Arc::clone(metrics),
+        random_seed(),
+        watch_tx,
+    );
+    let (inputs, inputs_rx) = mpsc::channel(8192);
+    tokio::spawn(driver::deliver_watch_responses(watch_rx, inputs.clone()));
+    let tick = config.tick;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (done_tx, done) = oneshot::channel();
+    let run = move || {
+        let result = match runtime.into_runtime() {
+            Some(runtime) => runtime.block_on(async move {
+                tokio::select! {
+                    result = driver.run(tick, inputs_rx, peers.paxos, peers.forwards) => result,
+                    _ = stopped => Ok(()),
+                }
+            }),
+            None => Err("the driver's runtime was already taken".into()),
+        };
+        if let Err(e) = &result {
+            error!(error = %e, "the node stops: storage failed, durability unknown");
+        }
+        let _ = done_tx.send(result);
+    };
+    std::thread::Builder::new()
+        .name("synod-driver".into())
+        .spawn(run)
+        .map_err(StartError::Thread)?;
+    Ok(RunningDriver { inputs, stop, done })
+}
+
+/// The client port, serving.
+struct ServingClients {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Step 5: the client port: gRPC, /health and /metrics, the first
+/// connections on the driver's runtime (`lane`).
+async fn serve_clients(
+    config: &NodeConfig,
+    handle: &NodeHandle,
+    metrics: &Arc<NodeMetrics>,
+    transport: &TransportHandle,
+    lane: tokio::runtime::Handle,
+) -> Result<ServingClients, StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen_client)
+        .await
+        .map_err(|source| StartError::ClientPort {
+            addr: config.listen_client,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::ClientPort {
+            addr: config.listen_client,
+            source,
+        })?;
+    let routes = crate::api::routes(
+        Arc::new(handle.clone()),
+        handle.cluster_id,
+        handle.member_id,
+    );
+    let health_metrics = Arc::clone(metrics);
+    let health: client_port::HealthFn = Arc::new(move || {
+        let has_leader = health_metrics.has_leader.load(Ordering::Relaxed) == 1;
+        Health {
+            healthy: has_leader,
+            reason: if has_leader {
+                String::new()
+            } else {
+                "RAFT NO LEADER".into()
+            },
+        }
+    });
+    let page_metrics = Arc::clone(metrics);
+    let page_transport = transport.clone();
+    let metrics_fn: client_port::MetricsFn = Arc::new(move || {
+        let mut out = String::new();
+        page_metrics.render(&mut out);
+        page_transport.metrics().write_prometheus(&mut out);
+        out
+    });
+    let router = client_port::router(routes, health, metrics_fn);
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let port_config = ClientPortConfig {
+        lane: Some(client_port::Lane {
+            runtime: lane,
+            connections_max: config.driver_connections,
+        }),
+        ..ClientPortConfig::default()
+    };
+    let task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown_rx.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = client_port::serve(listener, router, port_config, stop).await {
+            error!(error = %e, "client port stopped");
+        }
+    });
+    Ok(ServingClients {
+        addr,
+        task,
+        shutdown,
+    })
 }
 
 /// FNV-1a: ids must be the same on every member and every run.
@@ -496,6 +563,33 @@ fn random_seed() -> u64 {
 }
 
 impl NodeHandle {
+    /// The handle the services get: the driver's inputs and the static
+    /// facts of the cluster.
+    fn new(config: &NodeConfig, me: NodeId, inputs: mpsc::Sender<Input>) -> Self {
+        let members: Vec<MemberInfo> = config
+            .members
+            .iter()
+            .map(|m| MemberInfo {
+                id: config.member_id(m),
+                name: m.name.clone(),
+                peer_urls: vec![m.peer_url.clone()],
+                client_urls: if m.name == config.name {
+                    config.advertise_client_urls.clone()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        NodeHandle {
+            inputs,
+            member_id: me,
+            cluster_id: config.cluster_id(),
+            members: Arc::new(members),
+            timeout: config.request_timeout,
+            unsafe_local_reads: config.unsafe_local_reads,
+        }
+    }
+
     /// Hands the driver an input; the driver is gone if it cannot take it.
     async fn input(&self, input: Input) -> Result<(), ApiError> {
         self.inputs.send(input).await.map_err(|_| ApiError::Stopped)
