@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One-line slips in the Paxos core and its log, each run through the
 # simulator: how many does it catch? Not part of the test command (each
-# mutant is a release build, about a minute and a half on 2 cores).
+# mutant is a release build of the simulator, under a minute on 2 cores).
 #
 #   bash scripts/mutants.sh              # every mutant, 1000 + 200 seeds each
-#   SEEDS=1..201 bash scripts/mutants.sh # fewer seeds
+#   SEEDS=1:201 bash scripts/mutants.sh  # fewer seeds (FIRST:END)
 #   ONLY=M05 bash scripts/mutants.sh     # one mutant
 #
 # Each mutant is applied to a scratch copy of HEAD (a git worktree under
@@ -15,8 +15,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/target/mutants
 WT=$OUT/tree
-SEEDS=${SEEDS:-1..1001}
-SEEDS5=${SEEDS5:-1..201}
+SEEDS=${SEEDS:-1:1001}
+SEEDS5=${SEEDS5:-1:201}
 ONLY=${ONLY:-}
 mkdir -p "$OUT"
 rm -rf "$WT"
@@ -63,15 +63,16 @@ if count != 1:
     sys.exit(f"{path}: the line to mutate occurs {count} times")
 open(path, "w").write(text.replace(old, new))
 PY
-    if ! (cd "$WT" && cargo build --release -q -p synod 2>"$OUT/$name.build.log"); then
+    if ! (cd "$WT" && cargo build --release -q -p sim --example sweep 2>"$OUT/$name.build.log"); then
         line="$name: does not build (see $OUT/$name.build.log)"
     else
-        three=$("$CARGO_TARGET_DIR/release/synod" sim --seeds "$SEEDS" --nemesis all --nodes 3 || true)
-        five=$("$CARGO_TARGET_DIR/release/synod" sim --seeds "$SEEDS5" --nemesis all --nodes 5 || true)
-        caught3=$(grep -oE '[0-9]+ with violations' <<<"$three" | grep -oE '^[0-9]+')
-        caught5=$(grep -oE '[0-9]+ with violations' <<<"$five" | grep -oE '^[0-9]+')
-        first=$(grep -m1 '^seed ' <<<"$three$five" | cut -c1-200 || true)
-        line="$name: caught in $caught3 runs of 3 members ($SEEDS), $caught5 of 5 ($SEEDS5); ${first:-never}"
+        sweep=$CARGO_TARGET_DIR/release/examples/sweep
+        three=$("$sweep" 3 "${SEEDS%:*}" "${SEEDS#*:}")
+        five=$("$sweep" 5 "${SEEDS5%:*}" "${SEEDS5#*:}")
+        caught3=$(head -1 <<<"$three" | cut -d' ' -f1)
+        caught5=$(head -1 <<<"$five" | cut -d' ' -f1)
+        first=$( (sed -n 2p <<<"$three"; sed -n 2p <<<"$five") | head -1 | cut -c1-220)
+        line="$name: caught in $caught3 of 3-member runs (seeds $SEEDS), $caught5 of 5-member runs (seeds $SEEDS5); ${first:-never}"
     fi
     echo "$line" | tee -a "$OUT/results.txt"
 done <<<"$MUTANTS"

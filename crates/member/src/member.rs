@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kv::{ApplyContext, KvError, LeaseId, SessionOutcome, Store, WatchHub, WatchResponse};
-use paxos::NodeId;
 use paxos::multi::{
     Bug, Command, Envelope, Message, Output, ProposeError, ReadId, Replica, Slot, Value,
 };
+use paxos::{Ballot, NodeId};
 use tracing::{info, warn};
 
 use crate::held::HeldDecisions;
@@ -22,14 +22,16 @@ const EXPIRE_RETRY_MS: u64 = 1_000;
 /// Ticks between telling the peers our client URLs.
 const ATTRIBUTES_EVERY_TICKS: u64 = 100;
 
-/// The runtime's clocks, handed in (the member reads none of its own).
+/// The runtime's clock, handed in (the member reads none of its own).
+///
+/// Only a monotonic clock: request deadlines, and the replicated time that
+/// leases are measured by (see [`Member::now_ms`]). No wall clock enters
+/// the member, so a step of the wall clock (a bad NTP step, an operator's
+/// `date -s`) changes no lease.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Clock {
-    /// A monotonic clock in milliseconds: deadlines.
+    /// Milliseconds from any fixed origin; never goes back.
     pub mono_ms: u64,
-    /// Wall-clock milliseconds since the Unix epoch: the leader's time
-    /// stamp on commands, which leases are measured by.
-    pub wall_ms: u64,
 }
 
 /// A member's settings.
@@ -106,6 +108,10 @@ pub struct Member<T> {
     store: Store,
     hub: WatchHub,
     clock: Clock,
+    /// The replicated time as this member measures it: a time stamp it
+    /// found ahead of its own measure, and the monotonic reading then.
+    /// `None` until the runtime first hands in its clock.
+    time_base: Option<(u64, u64)>,
     rng: u64,
     /// Effects produced since they were last placed in a stage.
     outbox: Vec<Effect<T>>,
@@ -135,6 +141,25 @@ pub struct Member<T> {
     peer_client_urls: BTreeMap<NodeId, Vec<String>>,
     ticks: u64,
     counters: Counters,
+    /// The session of the commands this leader proposes of its own accord
+    /// (lease renewals and expiries), and its next sequence number.
+    leader_session: Option<(u64, u64)>,
+}
+
+/// The client id of a leadership's own session: a hash of its ballot, with
+/// the top bit set, apart from the ids clients draw.
+fn leader_client_id(ballot: Ballot) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ballot
+        .round
+        .to_le_bytes()
+        .iter()
+        .chain(&ballot.node.to_le_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h | 1 << 63
 }
 
 impl<T> Member<T> {
@@ -149,6 +174,7 @@ impl<T> Member<T> {
             store,
             hub: WatchHub::new(),
             clock: Clock::default(),
+            time_base: None,
             outbox: Vec::new(),
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -165,6 +191,7 @@ impl<T> Member<T> {
             peer_client_urls: BTreeMap::new(),
             ticks: 0,
             counters: Counters::default(),
+            leader_session: None,
         }
     }
 
@@ -207,7 +234,16 @@ impl<T> Member<T> {
 
     /// Answers a serializable read from this member's store as it is.
     pub fn serve_serializable(&self, query: &Query) -> Result<Reply, MemberError> {
-        query.serve(&self.store, self.clock.wall_ms)
+        query.serve(&self.store, self.now_ms())
+    }
+
+    /// The replicated time now, in milliseconds: the leader stamps commands
+    /// with it, and leases expire by it (DESIGN.md rule 3). Each member
+    /// measures it with its monotonic clock from the latest stamp it has
+    /// applied that was ahead of its own measure, so a new leader goes on
+    /// from where the stamps it applied left off, and it never goes back.
+    pub fn now_ms(&self) -> u64 {
+        self.measured_ms().max(self.store.clock_ms())
     }
 
     // ----- inputs -----
@@ -219,6 +255,25 @@ impl<T> Member<T> {
             "the monotonic clock went back"
         );
         self.clock = clock;
+        if self.time_base.is_none() {
+            self.time_base = Some((self.store.clock_ms(), clock.mono_ms));
+        }
+    }
+
+    /// Takes the store's replicated time as the base of the measure when
+    /// it is ahead of it (a stamp from a leader, or from before a restart).
+    fn sync_time(&mut self) {
+        let replicated = self.store.clock_ms();
+        if replicated > self.measured_ms() {
+            self.time_base = Some((replicated, self.clock.mono_ms));
+        }
+    }
+
+    /// The replicated time by this member's own measure alone.
+    fn measured_ms(&self) -> u64 {
+        self.time_base.map_or(0, |(ms, at)| {
+            ms.saturating_add(self.clock.mono_ms.saturating_sub(at))
+        })
     }
 
     /// Sets the client URLs this member tells its peers.
@@ -378,6 +433,7 @@ impl<T> Member<T> {
         self.applied_slot = slot;
         self.applied_since_snapshot = 0;
         self.replica.install_snapshot(slot);
+        self.sync_time();
         // The watches here saw none of the applies the image covers: they
         // get those events from its history, in order, before any later.
         for response in self.hub.catch_up(&self.store) {
@@ -604,6 +660,16 @@ impl<T> Member<T> {
         z ^ (z >> 31)
     }
 
+    /// The next `(client, seq)` of this leadership's own session.
+    fn leader_session(&mut self) -> (u64, u64) {
+        let (client, seq) = self
+            .leader_session
+            .get_or_insert((leader_client_id(Ballot::ZERO), 1));
+        let session = (*client, *seq);
+        *seq += 1;
+        session
+    }
+
     /// A fresh `(client, seq)`: every request is its own session, so
     /// concurrent requests never look stale to each other.
     fn new_session(&mut self) -> (u64, u64) {
@@ -627,7 +693,7 @@ impl<T> Member<T> {
     }
 
     fn serve(&mut self, read: PendingRead<T>) {
-        let result = read.query.serve(&self.store, self.clock.wall_ms);
+        let result = read.query.serve(&self.store, self.now_ms());
         self.reply(read.token, result);
     }
 
@@ -640,7 +706,7 @@ impl<T> Member<T> {
         command: Vec<u8>,
     ) -> Result<(), ProposeError> {
         let mut payload = Vec::with_capacity(8 + command.len());
-        payload.extend_from_slice(&self.clock.wall_ms.to_le_bytes());
+        payload.extend_from_slice(&self.now_ms().to_le_bytes());
         payload.extend_from_slice(&command);
         self.counters.proposals += 1;
         // Queued only: `ready` opens slots for the whole turn's commands at
@@ -742,7 +808,7 @@ impl<T> Member<T> {
         self.expiring.retain(|_, retry_at| *retry_at > now);
         let due: Vec<LeaseId> = self
             .store
-            .expired_leases(self.clock.wall_ms, EXPIRE_LEASES_PER_TICK_MAX)
+            .expired_leases(self.now_ms(), EXPIRE_LEASES_PER_TICK_MAX)
             .into_iter()
             .filter(|id| !self.expiring.contains_key(id))
             .collect();
@@ -753,7 +819,7 @@ impl<T> Member<T> {
             self.expiring.insert(*id, now + EXPIRE_RETRY_MS);
         }
         let command = kv::Command::LeaseExpire(kv::LeaseExpireRequest { ids: due });
-        let (client, seq) = self.new_session();
+        let (client, seq) = self.leader_session();
         let _ = self.propose_local(client, seq, command.encode());
     }
 
@@ -823,8 +889,13 @@ impl<T> Member<T> {
             Output::Elected { ballot } => {
                 info!(%ballot, "elected leader");
                 self.counters.leader_changes += 1;
+                // One session for what this leadership proposes of its own
+                // accord: its commands take slots in order, so their
+                // sequence numbers rise in the log, and no two leaderships
+                // share a session (a ballot is never used twice).
+                self.leader_session = Some((leader_client_id(ballot), 1));
                 // Leases get a fresh TTL under the new leader, as etcd does.
-                let (client, seq) = self.new_session();
+                let (client, seq) = self.leader_session();
                 let _ = self.propose_local(client, seq, kv::Command::LeaseRenewAll.encode());
             }
             Output::SteppedDown { ballot } => {
@@ -861,6 +932,7 @@ impl<T> Member<T> {
                 self.apply_command(c, publish);
             }
         }
+        self.sync_time();
         if self.config.observe {
             self.outbox.push(Effect::Applied { slot, value });
         }

@@ -28,12 +28,12 @@ pub enum Query {
 }
 
 impl Query {
-    /// Answers the query from `store`, with `wall_ms` for lease time left.
-    pub fn serve(&self, store: &Store, wall_ms: u64) -> Result<Reply, MemberError> {
+    /// Answers the query from `store`; `now_ms`, the replicated time, says
+    /// how much time a lease has left.
+    pub fn serve(&self, store: &Store, now_ms: u64) -> Result<Reply, MemberError> {
         match self {
             Query::Range(r) => Ok(Reply::Range(store.range(r)?)),
             Query::LeaseTimeToLive(r) => {
-                let now_ms = wall_ms.max(store.clock_ms());
                 Ok(Reply::LeaseTimeToLive(store.lease_time_to_live(r, now_ms)))
             }
             Query::LeaseLeases => Ok(Reply::LeaseLeases(store.lease_leases())),

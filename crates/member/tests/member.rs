@@ -81,7 +81,6 @@ impl Cluster {
     fn member(&mut self, id: NodeId) -> &mut Member<u64> {
         let clock = Clock {
             mono_ms: self.now_ms,
-            wall_ms: 1_000_000 + self.now_ms,
         };
         let m = self.members.get_mut(&id).expect("a member of the cluster");
         m.set_clock(clock);
@@ -356,5 +355,104 @@ fn a_command_handed_to_a_leader_that_dies_goes_to_the_next_one_and_applies_once(
         1,
         "the put applied once (revision {revision_before} -> {})",
         store.revision()
+    );
+}
+
+fn key_present(c: &Cluster, at: NodeId, key: &str) -> bool {
+    c.members[&at]
+        .store()
+        .range(&RangeRequest {
+            key: key.into(),
+            ..RangeRequest::default()
+        })
+        .map(|r| !r.kvs.is_empty())
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_lease_is_measured_by_the_monotonic_clock_and_outlives_a_leader_change_by_its_ttl_at_most() {
+    let mut c = Cluster::new();
+    let first = c.elect(all);
+    c.request(
+        first,
+        1,
+        Request::Propose(kv::Command::LeaseGrant(kv::LeaseGrantRequest {
+            ttl: 5,
+            id: 7,
+        })),
+    );
+    c.request(
+        first,
+        2,
+        Request::Propose(kv::Command::Put(PutRequest {
+            key: b"lock".to_vec(),
+            value: b"held".to_vec(),
+            lease: 7,
+            ..PutRequest::default()
+        })),
+    );
+    for _ in 0..5 {
+        c.tick(all);
+    }
+    assert!(
+        matches!(c.replies.get(&2), Some(Ok(_))),
+        "{:?}",
+        c.replies.get(&2)
+    );
+    // 3 s on: the key is there everywhere.
+    while c.now_ms < 3_000 {
+        c.tick(all);
+    }
+    let survivor = [1, 2, 3].into_iter().find(|id| *id != first).unwrap_or(1);
+    assert!(key_present(&c, survivor, "lock"));
+    // The leader dies; the next one renews every lease from its own
+    // measure of the replicated time, which went on from the stamps.
+    let dead = move |w: &Wire| w.from() != first && w.to() != first;
+    c.wire.retain(dead);
+    let mut next = None;
+    while next.is_none() {
+        assert!(c.now_ms < 20_000, "no new leader");
+        c.now_ms += 10;
+        for id in [1, 2, 3].into_iter().filter(|id| *id != first) {
+            c.random = c.random.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let random = c.random;
+            c.member(id).tick(random);
+            c.ready(id);
+        }
+        c.deliver(dead);
+        c.wire.retain(dead);
+        next = [1, 2, 3]
+            .into_iter()
+            .find(|id| *id != first && c.members[id].replica().is_leader());
+    }
+    let Some(next) = next else { unreachable!() };
+    let elected_at = c.now_ms;
+    let replicated_then = c.members[&next].now_ms();
+    assert!(
+        replicated_then >= 3_000,
+        "the new leader's replicated time went on from the stamps: {replicated_then} ms"
+    );
+    let mut gone_at = None;
+    while c.now_ms < elected_at + 8_000 {
+        c.now_ms += 10;
+        for id in [1, 2, 3].into_iter().filter(|id| *id != first) {
+            c.random = c.random.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let random = c.random;
+            c.member(id).tick(random);
+            c.ready(id);
+        }
+        c.deliver(dead);
+        c.wire.retain(dead);
+        if gone_at.is_none() && !key_present(&c, next, "lock") {
+            gone_at = Some(c.now_ms);
+        }
+    }
+    let gone_at = gone_at.expect("the lease expired under the new leader");
+    let after = gone_at - elected_at;
+    // A fresh TTL of 5 s from the renewal: not before, and within a tick
+    // or two and the expiry's own round trip after.
+    assert!(
+        (5_000..5_500).contains(&after),
+        "the key went {after} ms after the new leader was elected"
     );
 }

@@ -50,9 +50,6 @@ const CRASH_AFTER_TRIM: f64 = 0.05;
 const TURN_US_MAX: u64 = 500;
 /// A member answers "request timed out" after this long (virtual ms).
 const REQUEST_TIMEOUT_MS: u64 = 1_000;
-/// The wall clock's reading at virtual time zero: the members stamp
-/// commands with it, and leases are measured by those stamps.
-const WALL_CLOCK_START_MS: u64 = 1_800_000_000_000;
 /// Where each node keeps its data on its own simulated disk.
 const DATA_DIR: &str = "/synod";
 /// A node that could not start for a reason that may pass (a full disk, a
@@ -682,7 +679,6 @@ impl World {
     fn member(&mut self, node: usize) -> Option<&mut Member<Token>> {
         let clock = Clock {
             mono_ms: self.now / 1_000,
-            wall_ms: WALL_CLOCK_START_MS + self.now / 1_000,
         };
         let member = self.nodes[node].member.as_mut()?;
         member.set_clock(clock);

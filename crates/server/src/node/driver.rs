@@ -172,12 +172,11 @@ impl Driver {
         z ^ (z >> 31)
     }
 
-    /// Hands the member the clocks: the monotonic one for deadlines, the
-    /// wall clock for the leader's time stamps.
+    /// Hands the member the monotonic clock: deadlines, and the replicated
+    /// time leases are measured by. Never the wall clock.
     fn set_clock(&mut self) {
         let clock = Clock {
             mono_ms: self.started.elapsed().as_millis() as u64,
-            wall_ms: wall_clock_ms(),
         };
         self.member.set_clock(clock);
     }
@@ -425,13 +424,6 @@ impl Driver {
         );
         Ok(())
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Puts watch responses on their sessions' queues, in the order the driver
