@@ -71,7 +71,9 @@ PY
         five=$("$sweep" 5 "${SEEDS5%:*}" "${SEEDS5#*:}")
         caught3=$(head -1 <<<"$three" | cut -d' ' -f1)
         caught5=$(head -1 <<<"$five" | cut -d' ' -f1)
-        first=$( (sed -n 2p <<<"$three"; sed -n 2p <<<"$five") | head -1 | cut -c1-220)
+        first=$(sed -n 2p <<<"$three")
+        [[ -n "$first" ]] || first=$(sed -n 2p <<<"$five")
+        first=${first:0:220}
         line="$name: caught in $caught3 of 3-member runs (seeds $SEEDS), $caught5 of 5-member runs (seeds $SEEDS5); ${first:-never}"
     fi
     echo "$line" | tee -a "$OUT/results.txt"
