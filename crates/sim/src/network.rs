@@ -113,6 +113,16 @@ impl Network {
         self.cut.insert((from, to));
     }
 
+    /// Restores one cut link, both ways, chosen by `pick` among the cut
+    /// ones: a partition that heals piece by piece (a deposed leader that
+    /// reaches one follower again before the rest).
+    pub fn heal_one(&mut self, pick: usize) -> Option<(NodeId, NodeId)> {
+        let (a, b) = *self.cut.iter().nth(pick % self.cut.len().max(1))?;
+        self.cut.remove(&(a, b));
+        self.cut.remove(&(b, a));
+        Some((a, b))
+    }
+
     /// Restores every link.
     pub fn heal(&mut self) {
         self.cut.clear();

@@ -1429,7 +1429,7 @@ impl World {
         }
         if n.partition {
             if self.network.is_partitioned() {
-                choices.extend([3, 3]);
+                choices.extend([3, 5]);
             } else {
                 choices.extend([2, 2]);
             }
@@ -1457,6 +1457,12 @@ impl World {
             }
             2 => self.partition(),
             4 => self.disk_fault(),
+            5 => {
+                let pick = self.rng.random_range(0..64);
+                if let Some((a, b)) = self.network.heal_one(pick) {
+                    self.trace(|| format!("nemesis: heal the link n{a} - n{b} only"));
+                }
+            }
             _ => {
                 self.network.heal();
                 self.trace(|| "nemesis: heal partition".into());

@@ -376,3 +376,59 @@ fn a_paced_removal_cut_short_by_a_crash_at_any_step_recovers_the_same_log() {
         );
     }
 }
+
+/// A store that accepted slots 1..=200 at ballot 4.2, then promised 12.3
+/// (a candidate's `Prepare`; nothing accepted at it since), then logged
+/// commits enough that the promise's segment is older than slot 150's.
+fn promised_above_every_acceptance(fs: &SimFs, dir: &Path) -> ReplicaStore<SimFs> {
+    let mut store = with_accepted(fs, dir, 200);
+    store
+        .append(&Record::Promise(Ballot::new(12, 3)))
+        .expect("append");
+    store.sync().expect("sync");
+    for slot in 1..=200 {
+        store
+            .append(&Record::Commit {
+                slot,
+                value: value(slot),
+            })
+            .expect("append");
+    }
+    store.sync().expect("sync");
+    store
+}
+
+#[test]
+fn a_promise_above_every_acceptance_survives_snapshot_trim_and_reopen() {
+    // The trim after a snapshot saved on the side (mark, save, trim).
+    let fs = SimFs::new();
+    let dir = Path::new("/n1");
+    let mut store = promised_above_every_acceptance(&fs, dir);
+    let before = store.segment_count();
+    store.mark_snapshot(150);
+    store
+        .snapshot_writer()
+        .save(150, b"state at 150")
+        .expect("save");
+    store.trim_after_snapshot(150).expect("trim");
+    assert!(
+        store.segment_count() < before,
+        "the promise's segment is gone"
+    );
+    drop(store);
+    let restored = crash_and_reopen(fs, dir, 3);
+    assert_eq!(restored.durable.promised, Ballot::new(12, 3));
+
+    // The trim of a checkpoint (a full rewrite).
+    let fs = SimFs::new();
+    let mut store = promised_above_every_acceptance(&fs, dir);
+    let before = store.segment_count();
+    store.checkpoint(150, b"state at 150").expect("checkpoint");
+    assert!(
+        store.segment_count() < before,
+        "the promise's segment is gone"
+    );
+    drop(store);
+    let restored = crash_and_reopen(fs, dir, 4);
+    assert_eq!(restored.durable.promised, Ballot::new(12, 3));
+}
