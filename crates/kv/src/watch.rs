@@ -109,6 +109,41 @@ struct Watcher {
 }
 
 impl Watcher {
+    /// What the watcher is owed from `store`'s history, from its next
+    /// revision on: a response with the events it wants (none if it wants
+    /// none), or, if that history is compacted, the cancel carrying the
+    /// compact revision, as etcd answers.
+    fn replay(
+        &self,
+        store: &Store,
+        watch_id: WatchId,
+    ) -> Result<Option<WatchResponse>, WatchResponse> {
+        let header = ResponseHeader {
+            revision: store.revision(),
+        };
+        if self.next_revision > store.revision() {
+            return Ok(None);
+        }
+        match store.events_since(self.next_revision, &self.key, &self.range_end) {
+            Ok(events) => {
+                let events: Vec<Event> = events.iter().filter_map(|e| self.select(e)).collect();
+                Ok((!events.is_empty()).then(|| WatchResponse {
+                    header,
+                    watch_id,
+                    events,
+                    ..WatchResponse::default()
+                }))
+            }
+            Err(_) => Err(WatchResponse {
+                header,
+                watch_id,
+                canceled: true,
+                compact_revision: store.compact_revision(),
+                ..WatchResponse::default()
+            }),
+        }
+    }
+
     /// The event as this watcher gets it, if it wants it.
     fn select(&self, event: &Event) -> Option<Event> {
         if event.kv.mod_revision < self.next_revision
@@ -204,32 +239,11 @@ impl WatchHub {
             prev_kv: req.prev_kv,
             next_revision: start,
         };
-        let history = if start <= store.revision() {
-            store.events_since(start, &watcher.key, &watcher.range_end)
-        } else {
-            Ok(Vec::new())
-        };
-        match history {
-            Err(_) => {
-                out.push(WatchResponse {
-                    header,
-                    watch_id,
-                    canceled: true,
-                    compact_revision: store.compact_revision(),
-                    ..WatchResponse::default()
-                });
+        match watcher.replay(store, watch_id) {
+            Ok(history) => out.extend(history),
+            Err(cancel) => {
+                out.push(cancel);
                 return out;
-            }
-            Ok(events) => {
-                let events: Vec<Event> = events.iter().filter_map(|e| watcher.select(e)).collect();
-                if !events.is_empty() {
-                    out.push(WatchResponse {
-                        header,
-                        watch_id,
-                        events,
-                        ..WatchResponse::default()
-                    });
-                }
             }
         }
         let mut watcher = watcher;
@@ -265,38 +279,17 @@ impl WatchHub {
     /// the history it has not been sent, or, if that is compacted, a cancel
     /// carrying the compact revision (and is dropped), as at creation.
     pub fn catch_up(&mut self, store: &Store) -> Vec<WatchResponse> {
-        let header = ResponseHeader {
-            revision: store.revision(),
-        };
         let mut out = Vec::new();
         let mut gone = Vec::new();
         for (&watch_id, watcher) in &mut self.watchers {
-            if watcher.next_revision > store.revision() {
-                continue;
-            }
-            match store.events_since(watcher.next_revision, &watcher.key, &watcher.range_end) {
-                Ok(events) => {
-                    let events: Vec<Event> =
-                        events.iter().filter_map(|e| watcher.select(e)).collect();
-                    if !events.is_empty() {
-                        out.push(WatchResponse {
-                            header,
-                            watch_id,
-                            events,
-                            ..WatchResponse::default()
-                        });
-                    }
-                    watcher.next_revision = store.revision() + 1;
+            match watcher.replay(store, watch_id) {
+                Ok(history) => {
+                    out.extend(history);
+                    watcher.next_revision = watcher.next_revision.max(store.revision() + 1);
                 }
-                Err(_) => {
+                Err(cancel) => {
                     gone.push(watch_id);
-                    out.push(WatchResponse {
-                        header,
-                        watch_id,
-                        canceled: true,
-                        compact_revision: store.compact_revision(),
-                        ..WatchResponse::default()
-                    });
+                    out.push(cancel);
                 }
             }
         }

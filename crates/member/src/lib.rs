@@ -26,7 +26,7 @@ pub mod ready;
 mod request;
 
 pub use held::COMMITS_HELD_MAX;
-pub use member::{Clock, Config, Counters, Member};
+pub use member::{Clock, Config, Counters, Member, splitmix64};
 pub use peer::{Malformed, PeerMessage};
 pub use ready::{Checkpoint, Effect, Ready, Stage};
 pub use request::{MemberError, Query, Reply, Request};

@@ -146,6 +146,17 @@ pub struct Member<T> {
     leader_session: Option<(u64, u64)>,
 }
 
+/// The next word of splitmix64 over `state`: a small, fast generator for
+/// a runtime's randomness (seeded from the OS) and the member's session
+/// ids (seeded by the runtime).
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The client id of a leadership's own session: a hash of its ballot, with
 /// the top bit set, apart from the ids clients draw.
 fn leader_client_id(ballot: Ballot) -> u64 {
@@ -652,12 +663,7 @@ impl<T> Member<T> {
     }
 
     fn random(&mut self) -> u64 {
-        // splitmix64 over the seed the runtime handed in.
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        splitmix64(&mut self.rng)
     }
 
     /// The next `(client, seq)` of this leadership's own session.

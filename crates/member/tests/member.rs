@@ -174,11 +174,11 @@ impl Cluster {
         panic!("the messages never settled");
     }
 
-    /// One tick everywhere, then every message delivered that `pass` lets
-    /// through.
-    fn tick(&mut self, pass: impl Fn(&Wire) -> bool + Copy) {
+    /// One tick on every member `up` lets through, then every message
+    /// delivered that `pass` lets through (the rest are lost).
+    fn tick_some(&mut self, up: impl Fn(NodeId) -> bool, pass: impl Fn(&Wire) -> bool + Copy) {
         self.now_ms += 10;
-        for id in [1, 2, 3] {
+        for id in [1, 2, 3].into_iter().filter(|id| up(*id)) {
             self.random = self
                 .random
                 .wrapping_mul(6364136223846793005)
@@ -188,6 +188,19 @@ impl Cluster {
             self.ready(id);
         }
         self.deliver(pass);
+    }
+
+    /// One tick everywhere, then every message delivered that `pass` lets
+    /// through.
+    fn tick(&mut self, pass: impl Fn(&Wire) -> bool + Copy) {
+        self.tick_some(|_| true, pass);
+    }
+
+    /// One tick with `dead` down: nothing from it or to it, ever.
+    fn tick_without(&mut self, dead: NodeId) {
+        let alive = move |w: &Wire| w.from() != dead && w.to() != dead;
+        self.tick_some(|id| id != dead, alive);
+        self.wire.retain(alive);
     }
 
     fn leader(&self) -> Option<NodeId> {
@@ -322,19 +335,10 @@ fn a_command_handed_to_a_leader_that_dies_goes_to_the_next_one_and_applies_once(
     // more from it or to it.
     let to_first = move |w: &Wire| w.to() == first;
     c.deliver(to_first);
-    let dead = move |w: &Wire| w.from() != first && w.to() != first;
-    c.wire.retain(dead);
+    c.wire.retain(|w| w.from() != first && w.to() != first);
     let mut next = None;
     for _ in 0..2_000 {
-        c.now_ms += 10;
-        for id in [1, 2, 3].into_iter().filter(|id| *id != first) {
-            c.random = c.random.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let random = c.random;
-            c.member(id).tick(random);
-            c.ready(id);
-        }
-        c.deliver(dead);
-        c.wire.retain(dead);
+        c.tick_without(first);
         next = [1, 2, 3]
             .into_iter()
             .find(|id| *id != first && c.members[id].replica().is_leader());
@@ -407,20 +411,11 @@ fn a_lease_is_measured_by_the_monotonic_clock_and_outlives_a_leader_change_by_it
     assert!(key_present(&c, survivor, "lock"));
     // The leader dies; the next one renews every lease from its own
     // measure of the replicated time, which went on from the stamps.
-    let dead = move |w: &Wire| w.from() != first && w.to() != first;
-    c.wire.retain(dead);
+    c.wire.retain(|w| w.from() != first && w.to() != first);
     let mut next = None;
     while next.is_none() {
         assert!(c.now_ms < 20_000, "no new leader");
-        c.now_ms += 10;
-        for id in [1, 2, 3].into_iter().filter(|id| *id != first) {
-            c.random = c.random.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let random = c.random;
-            c.member(id).tick(random);
-            c.ready(id);
-        }
-        c.deliver(dead);
-        c.wire.retain(dead);
+        c.tick_without(first);
         next = [1, 2, 3]
             .into_iter()
             .find(|id| *id != first && c.members[id].replica().is_leader());
@@ -434,15 +429,7 @@ fn a_lease_is_measured_by_the_monotonic_clock_and_outlives_a_leader_change_by_it
     );
     let mut gone_at = None;
     while c.now_ms < elected_at + 8_000 {
-        c.now_ms += 10;
-        for id in [1, 2, 3].into_iter().filter(|id| *id != first) {
-            c.random = c.random.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let random = c.random;
-            c.member(id).tick(random);
-            c.ready(id);
-        }
-        c.deliver(dead);
-        c.wire.retain(dead);
+        c.tick_without(first);
         if gone_at.is_none() && !key_present(&c, next, "lock") {
             gone_at = Some(c.now_ms);
         }

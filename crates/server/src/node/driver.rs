@@ -163,13 +163,9 @@ impl Driver {
     }
 
     fn random(&mut self) -> u64 {
-        // splitmix64 over a seed from the OS: the randomness handed to the
-        // core with each tick.
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        // Seeded from the OS: the randomness handed to the core with each
+        // tick.
+        member::splitmix64(&mut self.rng)
     }
 
     /// Hands the member the monotonic clock: deadlines, and the replicated
