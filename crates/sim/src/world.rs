@@ -336,6 +336,9 @@ pub struct World {
     clients: Vec<Client>,
     watchers: Vec<Watcher>,
     next_watch_session: u64,
+    /// Serializable reads: the member, the key, the revision it reported
+    /// and the value it read.
+    serializable_reads: Vec<(NodeId, Key, i64, Option<Vec<u8>>)>,
     next_attempt: u64,
     next_value: u64,
     oracle: Oracle,
@@ -433,6 +436,7 @@ impl World {
             clients,
             watchers,
             next_watch_session: 1,
+            serializable_reads: Vec::new(),
             next_attempt: 1,
             next_value: 1,
             history: Vec::new(),
@@ -1029,6 +1033,9 @@ impl World {
     fn random_request(&mut self, ci: usize) -> Request {
         let key = self.rng.random_range(0..self.config.keys) as Key;
         let roll = self.rng.random_range(0..100);
+        if roll < 10 {
+            self.serializable_read(ci, key);
+        }
         if roll < 40 {
             return Request::Read { key };
         }
@@ -1054,6 +1061,32 @@ impl World {
             }
         };
         Request::Write { seq, op }
+    }
+
+    /// A serializable read at the client's member, beside its next
+    /// operation: served from that member's store as it is, so it may be
+    /// stale, but it must be the committed history's state at the revision
+    /// it reports (checked at the end).
+    fn serializable_read(&mut self, ci: usize, key: Key) {
+        let target = self.clients[ci].target;
+        let Some(node) = self.node_index(target) else {
+            return;
+        };
+        let range = RangeRequest {
+            key: key_bytes(key),
+            ..RangeRequest::default()
+        };
+        let Some(member) = self.member(node) else {
+            return;
+        };
+        if let Ok(MemberReply::Range(r)) = member.serve_serializable(&Query::Range(range)) {
+            let value = r.kvs.first().map(|kv| kv.value.clone());
+            let revision = r.header.revision;
+            self.trace(|| {
+                format!("serializable read of k{key} on n{target} at revision {revision}")
+            });
+            self.serializable_reads.push((target, key, revision, value));
+        }
     }
 
     fn client_send(&mut self, ci: usize) {
@@ -1401,6 +1434,42 @@ impl World {
             self.violate(what);
         }
         checked
+    }
+
+    /// Every serializable read must be the committed history's state of its
+    /// key at the revision it reported (read from the member furthest
+    /// ahead): stale is allowed, anything else is not.
+    fn judge_serializable_reads(&mut self) {
+        let Some(reference) = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.member.as_ref())
+            .max_by_key(|m| m.store().revision())
+        else {
+            return;
+        };
+        let mut problems = Vec::new();
+        for (node, key, revision, value) in &self.serializable_reads {
+            let at = RangeRequest {
+                key: key_bytes(*key),
+                revision: *revision,
+                ..RangeRequest::default()
+            };
+            let committed = reference
+                .store()
+                .range(&at)
+                .map(|r| r.kvs.first().map(|kv| kv.value.clone()));
+            if committed.as_ref() != Ok(value) {
+                problems.push(format!(
+                    "a serializable read of k{key} on n{node} at revision {revision} saw {:?}, the committed history has {:?}",
+                    value.as_ref().map(|v| String::from_utf8_lossy(v).to_string()),
+                    committed
+                ));
+            }
+        }
+        for what in problems {
+            self.violate(what);
+        }
     }
 
     // ----- nemesis -----
@@ -1772,6 +1841,7 @@ impl World {
             }
         }
         let watch_events = self.judge_watchers();
+        self.judge_serializable_reads();
         let final_reads_done = self.clients.iter().any(|c| c.id == 1 && c.done);
         if self.first_ok_after_heal.is_none() {
             self.violate("no operation completed after the faults healed".into());
