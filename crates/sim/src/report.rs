@@ -27,6 +27,9 @@ pub struct RunReport {
     /// Watch events the watchers saw, each checked against the committed
     /// history.
     pub watch_events: u64,
+    /// Leases the lease client saw through (granted, kept alive, gone),
+    /// each judged by the lease oracle.
+    pub leases: u64,
     /// Times some replica became leader.
     pub leader_changes: u64,
     /// Crashes the nemesis caused.
@@ -101,6 +104,7 @@ impl RunReport {
             commits,
             largest_batch: 0,
             watch_events: 0,
+            leases: 0,
             leader_changes,
             crashes,
             refused_starts,

@@ -210,6 +210,17 @@ enum Event {
     Heal,
     StopClients,
     FinalReads,
+    /// The lease client takes its next step.
+    LeaseNext,
+    /// A member's answer to the lease client.
+    LeaseReply {
+        attempt: u64,
+        answer: LeaseAnswer,
+    },
+    /// The lease client gives up waiting.
+    LeaseTimeout {
+        attempt: u64,
+    },
     /// A watcher (re)opens its stream on a member.
     WatchConnect(usize),
     /// A watch response reaches its watcher (in stream order).
@@ -263,6 +274,9 @@ struct Node {
     fill_due: bool,
     /// A `Turn` is scheduled: inputs taken meanwhile join it.
     turn_due: bool,
+    /// When this life of the node began: its monotonic clock starts from
+    /// zero there, as the server's does at each start.
+    started_at: u64,
 }
 
 /// One client's operation in progress.
@@ -314,6 +328,60 @@ struct Watcher {
     last_delivery: u64,
 }
 
+/// The lease client's id in tokens: apart from the clients' (100 on).
+const LEASE_CLIENT: ClientId = 99;
+/// The TTL of the lease client's leases, in seconds (the store's minimum).
+const LEASE_TTL_S: i64 = 2;
+/// After the faults heal, a lease's key must be gone this long after its
+/// TTL ran out from the last keep-alive or leader change: ticks, the
+/// expiry's own round, a retry of a lost one.
+const LEASE_LATE_US: u64 = 1_500_000;
+
+/// What a member answered the lease client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaseAnswer {
+    Granted,
+    /// A keep-alive's answer: the TTL (0: the lease is gone).
+    KeptAlive(i64),
+    Put,
+    /// The key is there (or not).
+    Present(bool),
+    /// Refused, timed out, or the lease no longer exists for a put.
+    Failed,
+}
+
+/// The lease client's steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaseStep {
+    Grant,
+    Put,
+    KeepAlive,
+    Read,
+}
+
+/// One client holding a key on a lease, as a lock holder does: grant,
+/// put, keep alive a few times, stop, and watch the key go. The lease
+/// oracle: the key never disappears before the TTL has run out from the
+/// last acknowledged keep-alive, and, once the faults healed, it is gone
+/// soon after the TTL ran out from the last keep-alive sent or the last
+/// leader change, whichever is later.
+struct LeaseClient {
+    target: NodeId,
+    step: LeaseStep,
+    /// The attempt awaited (0: none).
+    attempt: u64,
+    /// When the awaited request was sent.
+    sent: u64,
+    lease: i64,
+    /// Send time of the latest acknowledged grant or keep-alive.
+    acked_at: u64,
+    /// Send time of the latest grant or keep-alive sent.
+    renewed_at: u64,
+    keepalives_left: u32,
+    /// Leases checked to the end (granted, kept, seen gone).
+    leases_done: u64,
+}
+
 /// Watchers per run.
 const WATCHERS: usize = 2;
 /// A watcher whose stream broke reconnects after up to this long.
@@ -335,6 +403,9 @@ pub struct World {
     network: Network,
     clients: Vec<Client>,
     watchers: Vec<Watcher>,
+    lease_client: LeaseClient,
+    /// The last time some member became leader.
+    last_elected_at: u64,
     next_watch_session: u64,
     /// Serializable reads: the member, the key, the revision it reported
     /// and the value it read.
@@ -389,6 +460,7 @@ impl World {
                     incarnation: 0,
                     fill_due: false,
                     turn_due: false,
+                    started_at: 0,
                 }
             })
             .collect();
@@ -423,6 +495,17 @@ impl World {
                 last_delivery: 0,
             })
             .collect();
+        let lease_client = LeaseClient {
+            target: members[rng.random_range(0..members.len())],
+            step: LeaseStep::Grant,
+            attempt: 0,
+            sent: 0,
+            lease: 1,
+            acked_at: 0,
+            renewed_at: 0,
+            keepalives_left: 0,
+            leases_done: 0,
+        };
         let trace = config.trace.then(Vec::new);
         World {
             network: Network::new(faulty_net),
@@ -435,6 +518,8 @@ impl World {
             members,
             clients,
             watchers,
+            lease_client,
+            last_elected_at: 0,
             next_watch_session: 1,
             serializable_reads: Vec::new(),
             next_attempt: 1,
@@ -485,6 +570,8 @@ impl World {
             let delay = self.rng.random_range(0..WATCH_RECONNECT_US);
             self.schedule(delay, Event::WatchConnect(w));
         }
+        let delay = self.rng.random_range(0..100_000);
+        self.schedule(delay, Event::LeaseNext);
         if self.config.nemesis.any() {
             let delay = self.nemesis_gap();
             self.schedule(delay, Event::Nemesis);
@@ -631,6 +718,9 @@ impl World {
                 self.schedule(delay.max(TICK_US), Event::FinalReads);
             }
             Event::FinalReads => self.start_final_reads(),
+            Event::LeaseNext => self.lease_send(),
+            Event::LeaseReply { attempt, answer } => self.lease_reply(attempt, answer),
+            Event::LeaseTimeout { attempt } => self.lease_reply(attempt, LeaseAnswer::Failed),
             Event::WatchConnect(w) => self.watch_connect(w),
             Event::WatchDeliver {
                 watcher,
@@ -682,7 +772,7 @@ impl World {
     /// The member of a running node, with its clocks set to now.
     fn member(&mut self, node: usize) -> Option<&mut Member<Token>> {
         let clock = Clock {
-            mono_ms: self.now / 1_000,
+            mono_ms: self.now.saturating_sub(self.nodes[node].started_at) / 1_000,
         };
         let member = self.nodes[node].member.as_mut()?;
         member.set_clock(clock);
@@ -703,6 +793,7 @@ impl World {
         let elected = member.counters().leader_changes - elections;
         if elected > 0 {
             self.leader_changes += elected;
+            self.last_elected_at = self.now;
             let ballot = member.replica().ballot().unwrap_or(Ballot::ZERO);
             self.trace(|| format!("n{id} elected leader with ballot {ballot}"));
         }
@@ -791,6 +882,14 @@ impl World {
                 self.send(envelope)
             }
             Effect::Peer { to, message } => self.send_peer(id, to, message),
+            Effect::Reply {
+                token: (LEASE_CLIENT, attempt),
+                result,
+            } => {
+                let answer = lease_answer(result);
+                let delay = self.rng.random_range(100..500);
+                self.schedule(delay, Event::LeaseReply { attempt, answer });
+            }
             Effect::Reply {
                 token: (client, attempt),
                 result,
@@ -1268,6 +1367,155 @@ impl World {
         self.client_next(id);
     }
 
+    // ----- the lease client -----
+
+    /// Sends the lease client's current step to its member.
+    fn lease_send(&mut self) {
+        if self.lease_client.attempt != 0 {
+            return;
+        }
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        let lc = &mut self.lease_client;
+        lc.attempt = attempt;
+        lc.sent = self.now;
+        let lease = lc.lease;
+        let request = match lc.step {
+            LeaseStep::Grant => {
+                lc.renewed_at = self.now;
+                MemberRequest::Propose(kv::Command::LeaseGrant(kv::LeaseGrantRequest {
+                    ttl: LEASE_TTL_S,
+                    id: lease,
+                }))
+            }
+            LeaseStep::Put => MemberRequest::Propose(kv::Command::Put(PutRequest {
+                key: lease_key(lease),
+                value: lease.to_string().into_bytes(),
+                lease,
+                ..PutRequest::default()
+            })),
+            LeaseStep::KeepAlive => {
+                lc.renewed_at = self.now;
+                MemberRequest::Propose(kv::Command::LeaseKeepAlive(kv::LeaseKeepAliveRequest {
+                    id: lease,
+                }))
+            }
+            LeaseStep::Read => MemberRequest::Read(Query::Range(RangeRequest {
+                key: lease_key(lease),
+                ..RangeRequest::default()
+            })),
+        };
+        let step = lc.step;
+        let target = lc.target;
+        self.trace(|| format!("lease client: {step:?} lease {lease} on n{target}"));
+        self.schedule(CLIENT_TIMEOUT_US, Event::LeaseTimeout { attempt });
+        // Its commands go under its own session, one sequence number per
+        // attempt: one at a time, so they reach the log in order.
+        if let MemberRequest::Propose(command) = &request {
+            self.oracle
+                .proposed(LEASE_CLIENT, attempt, &command.encode());
+        }
+        if let Some(node) = self.node_index(target)
+            && let Some(member) = self.member(node)
+        {
+            match request {
+                MemberRequest::Propose(command) => {
+                    member.propose_as((LEASE_CLIENT, attempt), LEASE_CLIENT, attempt, command)
+                }
+                read => member.request((LEASE_CLIENT, attempt), read),
+            }
+            self.end_turn_soon(node);
+        }
+    }
+
+    /// The lease client takes an answer, judges what it says of the lease,
+    /// and goes on.
+    fn lease_reply(&mut self, attempt: u64, answer: LeaseAnswer) {
+        if self.lease_client.attempt != attempt {
+            return;
+        }
+        self.lease_client.attempt = 0;
+        let ttl_us = LEASE_TTL_S as u64 * 1_000_000;
+        let now = self.now;
+        let lc = &mut self.lease_client;
+        let lease = lc.lease;
+        let mut problem = None;
+        let (next_step, delay) = match (lc.step, answer) {
+            (LeaseStep::Grant, LeaseAnswer::Granted) => {
+                lc.acked_at = lc.sent;
+                (LeaseStep::Put, 0)
+            }
+            (LeaseStep::Put, LeaseAnswer::Put) => {
+                lc.keepalives_left = self.rng.random_range(0..4);
+                (LeaseStep::KeepAlive, 500_000)
+            }
+            (LeaseStep::KeepAlive, LeaseAnswer::KeptAlive(ttl)) if ttl > 0 => {
+                lc.acked_at = lc.sent;
+                lc.keepalives_left = lc.keepalives_left.saturating_sub(1);
+                if lc.keepalives_left == 0 {
+                    (LeaseStep::Read, 300_000)
+                } else {
+                    (LeaseStep::KeepAlive, 500_000)
+                }
+            }
+            (LeaseStep::KeepAlive, LeaseAnswer::KeptAlive(_)) => {
+                if now < lc.acked_at + ttl_us {
+                    problem = Some(format!(
+                        "lease {lease} was gone {} ms after its last acknowledged keep-alive was sent, before its {LEASE_TTL_S} s TTL",
+                        (now - lc.acked_at) / 1000
+                    ));
+                }
+                (LeaseStep::Grant, 0)
+            }
+            (LeaseStep::Read, LeaseAnswer::Present(true)) => {
+                let since = lc.renewed_at.max(self.last_elected_at);
+                if !self.faults_on && lc.sent > self.heal_time.max(since) + ttl_us + LEASE_LATE_US {
+                    problem = Some(format!(
+                        "lease {lease}'s key still there {} ms after its last keep-alive or leader change",
+                        (lc.sent - since) / 1000
+                    ));
+                }
+                (LeaseStep::Read, 300_000)
+            }
+            (LeaseStep::Read, LeaseAnswer::Present(false)) => {
+                if now < lc.acked_at + ttl_us {
+                    problem = Some(format!(
+                        "lease {lease}'s key was gone {} ms after its last acknowledged keep-alive was sent, before its {LEASE_TTL_S} s TTL",
+                        (now - lc.acked_at) / 1000
+                    ));
+                }
+                lc.leases_done += 1;
+                (LeaseStep::Grant, 0)
+            }
+            // A grant or a put that failed or may not have happened: a
+            // new lease (the old one, if it exists, expires on its own).
+            (LeaseStep::Grant | LeaseStep::Put, LeaseAnswer::Failed) => {
+                lc.target = next_of(&self.members, lc.target);
+                lc.lease += 1;
+                (LeaseStep::Grant, CLIENT_RETRY_US)
+            }
+            (step, LeaseAnswer::Failed) => {
+                lc.target = next_of(&self.members, lc.target);
+                (step, CLIENT_RETRY_US)
+            }
+            (step, other) => {
+                problem = Some(format!("lease client: {other:?} is no answer to {step:?}"));
+                (step, CLIENT_RETRY_US)
+            }
+        };
+        if next_step == LeaseStep::Grant
+            && matches!(lc.step, LeaseStep::KeepAlive | LeaseStep::Read)
+        {
+            // Done with this lease; never reuse an id.
+            lc.lease += 1;
+        }
+        lc.step = next_step;
+        if let Some(what) = problem {
+            self.violate(what);
+        }
+        self.schedule(delay.max(1), Event::LeaseNext);
+    }
+
     // ----- watchers -----
 
     /// Opens a watch on every client key from the watcher's next revision,
@@ -1646,6 +1894,7 @@ impl World {
         let seed = self.rng.next_u64();
         let n = &mut self.nodes[node];
         n.store = Some(store);
+        n.started_at = self.now;
         n.member = Some(Member::new(
             Replica::restart(config, durable),
             kv,
@@ -1873,6 +2122,7 @@ impl World {
         );
         report.largest_batch = largest_batch;
         report.watch_events = watch_events;
+        report.leases = self.lease_client.leases_done;
         report
     }
 }
@@ -1889,6 +2139,31 @@ fn describe_request(request: &Request) -> String {
             seq,
             op: KvOp::Cas { key, expected, new },
         } => format!("#{seq} cas k{key} {} -> {new}", show(*expected)),
+    }
+}
+
+/// The lease client's key for a lease: one key per lease, so that a late
+/// put of an abandoned lease never touches the current one's.
+fn lease_key(lease: i64) -> Vec<u8> {
+    format!("lease/{lease}").into_bytes()
+}
+
+/// The member after `id` in `members`, round the ring.
+fn next_of(members: &[NodeId], id: NodeId) -> NodeId {
+    let i = members.iter().position(|m| *m == id).unwrap_or(0);
+    members[(i + 1) % members.len()]
+}
+
+/// What a member's answer tells the lease client.
+fn lease_answer(result: Result<MemberReply, MemberError>) -> LeaseAnswer {
+    match result {
+        Ok(MemberReply::Command(kv::Response::LeaseGrant(g))) if g.error.is_empty() => {
+            LeaseAnswer::Granted
+        }
+        Ok(MemberReply::Command(kv::Response::LeaseKeepAlive(k))) => LeaseAnswer::KeptAlive(k.ttl),
+        Ok(MemberReply::Command(kv::Response::Put(_))) => LeaseAnswer::Put,
+        Ok(MemberReply::Range(r)) => LeaseAnswer::Present(!r.kvs.is_empty()),
+        _ => LeaseAnswer::Failed,
     }
 }
 

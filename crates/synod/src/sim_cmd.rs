@@ -129,6 +129,7 @@ struct Totals {
     commits: u64,
     largest_batch: usize,
     watch_events: u64,
+    leases: u64,
     leader_changes: u64,
     crashes: u64,
     refused_starts: u64,
@@ -301,6 +302,7 @@ fn add(t: &mut Totals, seed: u64, report: &RunReport, cpu: Duration) {
     t.commits += report.commits;
     t.largest_batch = t.largest_batch.max(report.largest_batch);
     t.watch_events += report.watch_events;
+    t.leases += report.leases;
     t.leader_changes += report.leader_changes;
     t.crashes += report.crashes;
     t.refused_starts += report.refused_starts;
@@ -371,8 +373,8 @@ fn print_summary(t: &Totals, config: &SimConfig) {
         if t.largest_batch == 1 { "" } else { "s" }
     );
     println!(
-        "watches: {} events seen by the watchers, each checked against the committed history",
-        t.watch_events
+        "watches: {} events seen by the watchers, each checked against the committed history; leases: {} granted, kept alive and seen gone, none early or late",
+        t.watch_events, t.leases
     );
     println!(
         "CPU time: {:.1} s simulating, {:.1} s checking linearizability",
