@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-line slips in the Paxos core and its log, each run through the
-# simulator: how many does it catch? Not part of the test command (each
+# simulator (and then the core's and the log's own tests): how many does
+# each catch? Not part of the test command (each
 # mutant is a release build of the simulator, under a minute on 2 cores).
 #
 #   bash scripts/mutants.sh              # every mutant, 1000 + 200 seeds each
@@ -74,7 +75,12 @@ PY
         first=$(sed -n 2p <<<"$three")
         [[ -n "$first" ]] || first=$(sed -n 2p <<<"$five")
         first=${first:0:220}
-        line="$name: caught in $caught3 of 3-member runs (seeds $SEEDS), $caught5 of 5-member runs (seeds $SEEDS5); ${first:-never}"
+        if (cd "$WT" && cargo test -q -p paxos -p storage >"$OUT/$name.tests.log" 2>&1); then
+            tests="the core's and the log's tests pass"
+        else
+            tests="the core's and the log's tests fail (see $OUT/$name.tests.log)"
+        fi
+        line="$name: caught in $caught3 of 3-member runs (seeds $SEEDS), $caught5 of 5-member runs (seeds $SEEDS5); ${first:-never}; $tests"
     fi
     echo "$line" | tee -a "$OUT/results.txt"
 done <<<"$MUTANTS"

@@ -811,3 +811,112 @@ fn a_heartbeat_interval_after_the_last_slot_sent_to_all_the_next_goes_to_all() {
         assert_eq!(c.applied[i], c.applied[leader], "replica {i}");
     }
 }
+
+#[test]
+fn a_leader_counts_no_accepted_of_its_own_earlier_ballot() {
+    // Five members that all promised ballots of round 5 before (as after
+    // an earlier leadership each): whoever leads now leads at round 6 or
+    // above, and round 5 is an earlier ballot of its own.
+    let mut c = Cluster::new(5);
+    for i in 0..5 {
+        let id = i as u64 + 1;
+        let durable = Durable {
+            promised: Ballot::new(5, id),
+            ..Durable::default()
+        };
+        c.replicas[i] = Replica::restart(Config::new(id, (1..=5).collect()), durable);
+    }
+    c.tick_all(60);
+    let leader = c.leader().expect("a leader after 60 ticks");
+    let me = leader as u64 + 1;
+    let ballot = c.replicas[leader].ballot().expect("a leader has a ballot");
+    assert!(ballot.round >= 6);
+    c.tick_all(4);
+    // Its next slot reaches nobody but itself.
+    for i in 0..5 {
+        c.down[i] = i != leader;
+    }
+    let slot = propose_unsettled(&mut c, leader, 1);
+    c.settle();
+    let late = |from: u64, ballot: Ballot| Envelope {
+        from,
+        to: me,
+        message: Message::Accepted { ballot, slot },
+    };
+    let others: Vec<u64> = (1..=5).filter(|&id| id != me).collect();
+    // Late votes for the same slot at its own earlier ballot: with its own
+    // they would make a quorum of three, but they are votes for whatever
+    // it proposed there then, not for this value.
+    for &from in &others[..2] {
+        c.replicas[leader].step(late(from, Ballot::new(5, me)));
+        c.collect(leader);
+    }
+    assert!(
+        c.applied[leader].iter().all(|(s, _)| *s != slot),
+        "slot {slot} counted as chosen with votes of another ballot"
+    );
+    // The same votes at its current ballot do choose it.
+    for &from in &others[..2] {
+        c.replicas[leader].step(late(from, ballot));
+        c.collect(leader);
+    }
+    assert!(c.applied[leader].iter().any(|(s, _)| *s == slot));
+}
+
+#[test]
+fn a_follower_acknowledges_no_heartbeat_below_its_promise() {
+    // Member 2 has promised member 3's ballot 4.3; member 1, deposed at
+    // ballot 2.1 without knowing it, still reaches it. An acknowledgement
+    // would confirm member 1's read round, so that it served reads
+    // without the writes of the new leader.
+    let members: Vec<u64> = vec![1, 2, 3];
+    let mut follower = Replica::new(Config::new(2, members));
+    follower.step(Envelope {
+        from: 3,
+        to: 2,
+        message: Message::Prepare {
+            ballot: Ballot::new(4, 3),
+            first_slot: 1,
+        },
+    });
+    let promised = follower.take_outputs();
+    assert!(
+        promised.iter().any(|o| matches!(
+            o,
+            Output::Send(Envelope {
+                message: Message::Promise { .. },
+                ..
+            })
+        )),
+        "{promised:?}"
+    );
+    follower.step(Envelope {
+        from: 1,
+        to: 2,
+        message: Message::Heartbeat {
+            ballot: Ballot::new(2, 1),
+            commit_index: 0,
+            round: 7,
+        },
+    });
+    let answer: Vec<Message> = follower
+        .take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send(e) if e.to == 1 => Some(e.message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !answer
+            .iter()
+            .any(|m| matches!(m, Message::HeartbeatAck { .. })),
+        "{answer:?}"
+    );
+    assert!(
+        answer
+            .iter()
+            .any(|m| matches!(m, Message::Nack { higher, .. } if *higher == Ballot::new(4, 3))),
+        "the deposed leader is told of the higher ballot: {answer:?}"
+    );
+}
