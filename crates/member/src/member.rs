@@ -2,7 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kv::{ApplyContext, KvError, LeaseId, SessionOutcome, Store, WatchHub, WatchResponse};
+use kv::codec::Sink;
+use kv::{ApplyContext, Fnv64, KvError, LeaseId, SessionOutcome, Store, WatchHub, WatchResponse};
 use paxos::multi::{
     Bug, Command, Envelope, Message, Output, ProposeError, ReadId, Replica, Slot, Value,
 };
@@ -160,17 +161,10 @@ pub fn splitmix64(state: &mut u64) -> u64 {
 /// The client id of a leadership's own session: a hash of its ballot, with
 /// the top bit set, apart from the ids clients draw.
 fn leader_client_id(ballot: Ballot) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in ballot
-        .round
-        .to_le_bytes()
-        .iter()
-        .chain(&ballot.node.to_le_bytes())
-    {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h | 1 << 63
+    let mut h = Fnv64::default();
+    h.put(&ballot.round.to_le_bytes());
+    h.put(&ballot.node.to_le_bytes());
+    h.0 | 1 << 63
 }
 
 impl<T> Member<T> {
@@ -228,11 +222,6 @@ impl<T> Member<T> {
         self.applied_slot
     }
 
-    /// The clocks as last handed in.
-    pub fn clock(&self) -> Clock {
-        self.clock
-    }
-
     /// Each peer's client URLs, as it last told us.
     pub fn peer_client_urls(&self) -> &BTreeMap<NodeId, Vec<String>> {
         &self.peer_client_urls
@@ -259,7 +248,7 @@ impl<T> Member<T> {
 
     // ----- inputs -----
 
-    /// The runtime's clocks now; call before the inputs of a turn.
+    /// The runtime's monotonic clock now; call before the inputs of a turn.
     pub fn set_clock(&mut self, clock: Clock) {
         debug_assert!(
             clock.mono_ms >= self.clock.mono_ms,
@@ -324,7 +313,7 @@ impl<T> Member<T> {
             // first caller gave up on it.
             self.reply(old.token, Err(MemberError::Timeout));
         }
-        match self.propose_local(client, seq, bytes.clone()) {
+        match self.propose_local(client, seq, &bytes) {
             Ok(()) => {}
             Err(ProposeError::NotLeader {
                 leader: Some(leader),
@@ -365,7 +354,7 @@ impl<T> Member<T> {
                 client,
                 seq,
                 command,
-            } => match self.propose_local(client, seq, command) {
+            } => match self.propose_local(client, seq, &command) {
                 Ok(()) => {
                     self.forwarded.insert((client, seq));
                 }
@@ -705,15 +694,10 @@ impl<T> Member<T> {
 
     /// Queues a command for a slot, stamped with the leader's clock (lease
     /// time is measured by it, DESIGN.md rule 3).
-    fn propose_local(
-        &mut self,
-        client: u64,
-        seq: u64,
-        command: Vec<u8>,
-    ) -> Result<(), ProposeError> {
+    fn propose_local(&mut self, client: u64, seq: u64, command: &[u8]) -> Result<(), ProposeError> {
         let mut payload = Vec::with_capacity(8 + command.len());
         payload.extend_from_slice(&self.now_ms().to_le_bytes());
-        payload.extend_from_slice(&command);
+        payload.extend_from_slice(command);
         self.counters.proposals += 1;
         // Queued only: `ready` opens slots for the whole turn's commands at
         // once, so that they share them.
@@ -784,7 +768,7 @@ impl<T> Member<T> {
                 continue;
             };
             if leader == self.me {
-                if self.propose_local(client, seq, command).is_err() {
+                if self.propose_local(client, seq, &command).is_err() {
                     self.fail_write(client, seq, MemberError::NoLeader);
                 }
                 continue;
@@ -826,7 +810,7 @@ impl<T> Member<T> {
         }
         let command = kv::Command::LeaseExpire(kv::LeaseExpireRequest { ids: due });
         let (client, seq) = self.leader_session();
-        let _ = self.propose_local(client, seq, command.encode());
+        let _ = self.propose_local(client, seq, &command.encode());
     }
 
     fn execute(&mut self, output: Output) {
@@ -902,7 +886,7 @@ impl<T> Member<T> {
                 self.leader_session = Some((leader_client_id(ballot), 1));
                 // Leases get a fresh TTL under the new leader, as etcd does.
                 let (client, seq) = self.leader_session();
-                let _ = self.propose_local(client, seq, kv::Command::LeaseRenewAll.encode());
+                let _ = self.propose_local(client, seq, &kv::Command::LeaseRenewAll.encode());
             }
             Output::SteppedDown { ballot } => {
                 info!(%ballot, "no longer leading");

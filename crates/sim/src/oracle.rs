@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kv::Fnv64;
+use kv::codec::Sink;
 use paxos::multi::{ClientId, Message, Slot, Value};
 use paxos::{Ballot, NodeId};
 
@@ -45,25 +47,6 @@ pub struct Oracle {
     pub violations: Vec<Violation>,
 }
 
-/// FNV-1a, for digests that must be the same on every run.
-#[derive(Clone, Copy, Debug)]
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
 /// Bytes a member puts before a command in the log: the leader's time stamp.
 pub const STAMP_BYTES: usize = 8;
 
@@ -78,14 +61,14 @@ fn member_command(body: &[u8]) -> bool {
 
 /// A digest of a value, for comparing applied sequences cheaply.
 pub fn value_digest(value: &Value) -> u64 {
-    let mut h = Fnv::default();
+    let mut h = Fnv64::default();
     match value {
-        Value::Noop => h.write(&[0]),
+        Value::Noop => h.put(&[0]),
         Value::Batch(commands) => {
             for c in commands.iter() {
-                h.write(&c.client.to_le_bytes());
-                h.write(&c.seq.to_le_bytes());
-                h.write(&c.payload);
+                h.put(&c.client.to_le_bytes());
+                h.put(&c.seq.to_le_bytes());
+                h.put(&c.payload);
             }
         }
     }

@@ -1292,8 +1292,7 @@ impl World {
     }
 
     fn next_member(&self, id: NodeId) -> NodeId {
-        let i = self.members.iter().position(|m| *m == id).unwrap_or(0);
-        self.members[(i + 1) % self.members.len()]
+        next_of(&self.members, id)
     }
 
     fn retry(&mut self, ci: usize, uncertain: bool) {
@@ -1439,6 +1438,16 @@ impl World {
         let now = self.now;
         let lc = &mut self.lease_client;
         let lease = lc.lease;
+        // The lease is seen gone now: never before its TTL ran out from
+        // the last acknowledged keep-alive.
+        let early = |acked_at: u64| {
+            (now < acked_at + ttl_us).then(|| {
+                format!(
+                    "lease {lease} was gone {} ms after its last acknowledged keep-alive was sent, before its {LEASE_TTL_S} s TTL",
+                    (now - acked_at) / 1000
+                )
+            })
+        };
         let mut problem = None;
         let (next_step, delay) = match (lc.step, answer) {
             (LeaseStep::Grant, LeaseAnswer::Granted) => {
@@ -1459,12 +1468,7 @@ impl World {
                 }
             }
             (LeaseStep::KeepAlive, LeaseAnswer::KeptAlive(_)) => {
-                if now < lc.acked_at + ttl_us {
-                    problem = Some(format!(
-                        "lease {lease} was gone {} ms after its last acknowledged keep-alive was sent, before its {LEASE_TTL_S} s TTL",
-                        (now - lc.acked_at) / 1000
-                    ));
-                }
+                problem = early(lc.acked_at);
                 (LeaseStep::Grant, 0)
             }
             (LeaseStep::Read, LeaseAnswer::Present(true)) => {
@@ -1478,12 +1482,7 @@ impl World {
                 (LeaseStep::Read, 300_000)
             }
             (LeaseStep::Read, LeaseAnswer::Present(false)) => {
-                if now < lc.acked_at + ttl_us {
-                    problem = Some(format!(
-                        "lease {lease}'s key was gone {} ms after its last acknowledged keep-alive was sent, before its {LEASE_TTL_S} s TTL",
-                        (now - lc.acked_at) / 1000
-                    ));
-                }
+                problem = early(lc.acked_at);
                 lc.leases_done += 1;
                 (LeaseStep::Grant, 0)
             }
@@ -1620,20 +1619,25 @@ impl World {
         }
     }
 
+    /// The committed history as the running member furthest ahead holds
+    /// it: every store's history is a prefix of it.
+    fn reference_store(&self) -> Option<&Store> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.member.as_ref())
+            .map(|m| m.store())
+            .max_by_key(|s| s.revision())
+    }
+
     /// Every watcher must have seen exactly the committed history of the
     /// client keys, up to the last revision it saw: in order, each event
     /// once, none missing, across reconnections. The history is read from
     /// the member furthest ahead. Returns the events checked.
     fn judge_watchers(&mut self) -> u64 {
-        let Some(reference) = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.member.as_ref())
-            .max_by_key(|m| m.store().revision())
-        else {
+        let Some(reference) = self.reference_store() else {
             return 0;
         };
-        let history: Vec<SeenEvent> = match reference.store().events_since(1, b"k", b"l") {
+        let history: Vec<SeenEvent> = match reference.events_since(1, b"k", b"l") {
             Ok(events) => events
                 .into_iter()
                 .map(|e| {
@@ -1688,12 +1692,7 @@ impl World {
     /// key at the revision it reported (read from the member furthest
     /// ahead): stale is allowed, anything else is not.
     fn judge_serializable_reads(&mut self) {
-        let Some(reference) = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.member.as_ref())
-            .max_by_key(|m| m.store().revision())
-        else {
+        let Some(reference) = self.reference_store() else {
             return;
         };
         let mut problems = Vec::new();
@@ -1704,7 +1703,6 @@ impl World {
                 ..RangeRequest::default()
             };
             let committed = reference
-                .store()
                 .range(&at)
                 .map(|r| r.kvs.first().map(|kv| kv.value.clone()));
             if committed.as_ref() != Ok(value) {

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use kv::WatchResponse;
@@ -241,7 +240,8 @@ impl Driver {
     fn tick(&mut self) {
         let random = self.random();
         self.member.tick(random);
-        self.metrics.observe(self.member.replica());
+        self.metrics
+            .observe(self.member.replica(), self.member.counters());
     }
 
     fn input(&mut self, input: Input) {
@@ -310,13 +310,6 @@ impl Driver {
         }
         self.transport.flush();
         self.deliver_watches();
-        let counters = self.member.counters();
-        self.metrics
-            .proposals
-            .store(counters.proposals, Ordering::Relaxed);
-        self.metrics
-            .leader_changes
-            .store(counters.leader_changes, Ordering::Relaxed);
         match checkpoint {
             Some(checkpoint) => self.checkpoint(checkpoint),
             None => Ok(()),

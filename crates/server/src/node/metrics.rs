@@ -37,8 +37,12 @@ pub struct NodeMetrics {
 }
 
 impl NodeMetrics {
-    /// Copies the replica's state into the gauges.
-    pub fn observe(&self, replica: &Replica) {
+    /// Copies the replica's state and the member's counters into the
+    /// gauges, once a tick.
+    pub fn observe(&self, replica: &Replica, counters: member::Counters) {
+        self.proposals.store(counters.proposals, Ordering::Relaxed);
+        self.leader_changes
+            .store(counters.leader_changes, Ordering::Relaxed);
         let leader = replica.leader().unwrap_or(0);
         self.is_leader
             .store(u64::from(replica.is_leader()), Ordering::Relaxed);
