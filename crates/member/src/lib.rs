@@ -24,9 +24,10 @@ mod member;
 pub mod peer;
 pub mod ready;
 mod request;
+pub mod wire;
 
 pub use held::COMMITS_HELD_MAX;
 pub use member::{Clock, Config, Counters, Member, splitmix64};
-pub use peer::{Malformed, PeerMessage};
+pub use peer::PeerMessage;
 pub use ready::{Checkpoint, Effect, Ready, Stage};
 pub use request::{MemberError, Query, Reply, Request};

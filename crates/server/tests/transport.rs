@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use member::PeerMessage;
+use member::wire::Frame;
 use paxos::multi::codec::encode_envelope;
 use paxos::multi::{Envelope, Message};
 use paxos::{Ballot, NodeId};
@@ -66,7 +68,7 @@ async fn cluster(
     token: &str,
 ) -> (
     BTreeMap<NodeId, SocketAddr>,
-    Vec<(TransportHandle, mpsc::Receiver<Envelope>)>,
+    Vec<(TransportHandle, mpsc::Receiver<Frame>)>,
 ) {
     let mut listeners = Vec::new();
     let mut peers = BTreeMap::new();
@@ -87,18 +89,27 @@ async fn cluster(
 }
 
 /// Waits for the next envelope, within the poll bound.
-async fn recv(rx: &mut mpsc::Receiver<Envelope>) -> Envelope {
-    tokio::time::timeout(POLL * POLLS_MAX, rx.recv())
+async fn recv(rx: &mut mpsc::Receiver<Frame>) -> Envelope {
+    let frame = tokio::time::timeout(POLL * POLLS_MAX, rx.recv())
         .await
         .expect("an envelope within the bound")
-        .expect("transport running")
+        .expect("transport running");
+    paxos_of(frame)
+}
+
+/// The envelope a frame carries; these tests send Paxos messages only.
+fn paxos_of(frame: Frame) -> Envelope {
+    match frame {
+        Frame::Paxos(envelope) => envelope,
+        other => panic!("expected a Paxos frame, got {other:?}"),
+    }
 }
 
 /// Sends `from -> to` heartbeats until one with a round at or above `first`
 /// arrives; returns it. Tolerates loss while connections come and go.
 async fn send_until_received(
     sender: &TransportHandle,
-    receiver: &mut mpsc::Receiver<Envelope>,
+    receiver: &mut mpsc::Receiver<Frame>,
     to: NodeId,
     first: u64,
 ) -> Envelope {
@@ -106,7 +117,8 @@ async fn send_until_received(
         sender
             .send(&heartbeat(sender.me(), to, round))
             .expect("send");
-        if let Ok(Some(envelope)) = tokio::time::timeout(POLL, receiver.recv()).await
+        if let Ok(Some(frame)) = tokio::time::timeout(POLL, receiver.recv()).await
+            && let envelope = paxos_of(frame)
             && round_of(&envelope) >= first
         {
             return envelope;
@@ -134,6 +146,60 @@ async fn closed_by_peer(stream: &mut TcpStream) -> bool {
         // A reset is a close too.
         Ok(Err(_)) => true,
         Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_messages_share_the_connection_with_paxos_messages_in_order() {
+    let (_, mut nodes) = cluster(&[1, 2], &[], "one-codec").await;
+    let (ones, twos) = nodes.split_at_mut(1);
+    let (one, rx_two) = (&ones[0].0, &mut twos[0].1);
+    // Connected first: frames queued before the dial are not all kept.
+    send_until_received(one, rx_two, 2, 1).await;
+    let propose = PeerMessage::Propose {
+        client: 7,
+        seq: 3,
+        command: vec![1, 2, 3],
+    };
+    one.send_peer(2, &propose).expect("send a peer message");
+    one.send(&heartbeat(1, 2, 500)).expect("send");
+    one.send_peer(2, &PeerMessage::ReadIndex { id: 9 })
+        .expect("send a peer message");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let frame = tokio::time::timeout(POLL * POLLS_MAX, rx_two.recv())
+            .await
+            .expect("a frame within the bound")
+            .expect("transport running");
+        // Stray heartbeats of the connecting loop may still arrive first.
+        if matches!(&frame, Frame::Paxos(e) if round_of(e) < 500) {
+            continue;
+        }
+        got.push(frame);
+    }
+    assert_eq!(
+        got[0],
+        Frame::Peer {
+            from: 1,
+            to: 2,
+            message: propose
+        }
+    );
+    assert_eq!(got[1], Frame::Paxos(heartbeat(1, 2, 500)));
+    assert!(matches!(
+        got[2],
+        Frame::Peer {
+            from: 1,
+            message: PeerMessage::ReadIndex { id: 9 },
+            ..
+        }
+    ));
+    assert!(matches!(
+        one.send_peer(5, &PeerMessage::ReadIndex { id: 1 }),
+        Err(SendError::UnknownPeer(5))
+    ));
+    for (handle, _) in &nodes {
+        handle.shutdown().await;
     }
 }
 
@@ -242,7 +308,8 @@ async fn strangers_are_refused_and_their_frames_never_delivered() {
     assert_eq!(got.from, 1);
 
     // Nothing member 1 ever received came from a stranger.
-    while let Ok(envelope) = rx_one.try_recv() {
+    while let Ok(frame) = rx_one.try_recv() {
+        let envelope = paxos_of(frame);
         assert_eq!(envelope.from, 2);
         assert!(
             round_of(&envelope) < 666_000,
@@ -335,7 +402,8 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
         1,
         "member 2 had to redial"
     );
-    while let Ok(envelope) = rx_one.try_recv() {
+    while let Ok(frame) = rx_one.try_recv() {
+        let envelope = paxos_of(frame);
         assert_eq!(envelope.from, 2);
     }
     one.shutdown().await;

@@ -27,6 +27,8 @@ pub enum DecodeError {
     Overflow,
     /// Bytes were left over after a complete value.
     Trailing(usize),
+    /// A text field is not UTF-8.
+    Text,
 }
 
 impl fmt::Display for DecodeError {
@@ -37,21 +39,25 @@ impl fmt::Display for DecodeError {
             DecodeError::Tag(t) => write!(f, "unknown tag {t}"),
             DecodeError::Overflow => write!(f, "varint overflows 64 bits"),
             DecodeError::Trailing(n) => write!(f, "{n} unexpected trailing bytes"),
+            DecodeError::Text => write!(f, "text field is not UTF-8"),
         }
     }
 }
 
 impl std::error::Error for DecodeError {}
 
-/// Appends encodings to a buffer.
-struct Writer<'a>(&'a mut Vec<u8>);
+/// Appends encodings to a buffer. Public so that the member layer encodes
+/// its own peer messages with the same primitives, in the same frames.
+pub struct Writer<'a>(pub &'a mut Vec<u8>);
 
 impl Writer<'_> {
-    fn u8(&mut self, v: u8) {
+    /// One byte: a version or a tag.
+    pub fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
 
-    fn varint(&mut self, mut v: u64) {
+    /// An unsigned LEB128 varint.
+    pub fn varint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.0.push((v as u8) | 0x80);
             v >>= 7;
@@ -59,7 +65,8 @@ impl Writer<'_> {
         self.0.push(v as u8);
     }
 
-    fn bytes(&mut self, b: &[u8]) {
+    /// Length-prefixed bytes.
+    pub fn bytes(&mut self, b: &[u8]) {
         self.varint(b.len() as u64);
         self.0.extend_from_slice(b);
     }
@@ -85,19 +92,31 @@ impl Writer<'_> {
     }
 }
 
-/// Reads encodings from a slice.
-struct Reader<'a> {
+/// Reads encodings from a slice; the counterpart of [`Writer`].
+pub struct Reader<'a> {
     input: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    /// Reads `input` from its first byte.
+    pub fn new(input: &'a [u8]) -> Self {
+        Reader { input }
+    }
+
+    /// One byte.
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
         let (first, rest) = self.input.split_first().ok_or(DecodeError::Truncated)?;
         self.input = rest;
         Ok(*first)
     }
 
-    fn varint(&mut self) -> Result<u64, DecodeError> {
+    /// The next byte, left unread: tells which kind of message follows.
+    pub fn peek(&self) -> Result<u8, DecodeError> {
+        self.input.first().copied().ok_or(DecodeError::Truncated)
+    }
+
+    /// An unsigned LEB128 varint.
+    pub fn varint(&mut self) -> Result<u64, DecodeError> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let byte = self.u8()?;
@@ -114,7 +133,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A count of items each at least one byte long: never more than remain.
-    fn count(&mut self) -> Result<usize, DecodeError> {
+    pub fn count(&mut self) -> Result<usize, DecodeError> {
         let n = self.varint()?;
         if n > self.input.len() as u64 {
             return Err(DecodeError::Truncated);
@@ -122,7 +141,8 @@ impl<'a> Reader<'a> {
         Ok(n as usize)
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+    /// Length-prefixed bytes, never longer than what remains.
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.count()?;
         let (b, rest) = self.input.split_at(n);
         self.input = rest;
@@ -152,14 +172,16 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn version(&mut self) -> Result<(), DecodeError> {
+    /// The version byte; any other than [`VERSION`] is refused.
+    pub fn version(&mut self) -> Result<(), DecodeError> {
         match self.u8()? {
             VERSION => Ok(()),
             v => Err(DecodeError::Version(v)),
         }
     }
 
-    fn finish(&self) -> Result<(), DecodeError> {
+    /// Succeeds only if every byte was read.
+    pub fn finish(&self) -> Result<(), DecodeError> {
         if self.input.is_empty() {
             Ok(())
         } else {
@@ -168,16 +190,34 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Appends the encoding of `envelope` to `out`.
+/// Message tags from this one up are not Paxos messages: the member layer
+/// sends its own messages (`member::wire`) in the same frames, after the
+/// same head (version, from, to).
+pub const MEMBER_TAG_MIN: u8 = 32;
+
+/// Appends the encoding of `envelope` to `out`: the version, the sender and
+/// the recipient, then the message's tag and fields.
 pub fn encode_envelope(envelope: &Envelope, out: &mut Vec<u8>) {
     let mut w = Writer(out);
-    w.u8(VERSION);
-    w.varint(envelope.from);
-    w.varint(envelope.to);
-    encode_message_body(&envelope.message, &mut w);
+    encode_head(&mut w, envelope.from, envelope.to);
+    encode_message(&envelope.message, &mut w);
 }
 
-fn encode_message_body(message: &Message, w: &mut Writer<'_>) {
+/// The head every frame between members starts with: version, from, to.
+pub fn encode_head(w: &mut Writer<'_>, from: u64, to: u64) {
+    w.u8(VERSION);
+    w.varint(from);
+    w.varint(to);
+}
+
+/// Reads a frame's head: checks the version, returns `(from, to)`.
+pub fn decode_head(r: &mut Reader<'_>) -> Result<(u64, u64), DecodeError> {
+    r.version()?;
+    Ok((r.varint()?, r.varint()?))
+}
+
+/// Appends a Paxos message: its tag, then its fields.
+pub fn encode_message(message: &Message, w: &mut Writer<'_>) {
     match message {
         Message::Prepare { ballot, first_slot } => {
             w.u8(1);
@@ -254,15 +294,14 @@ fn encode_message_body(message: &Message, w: &mut Writer<'_>) {
 /// Decodes one whole envelope; anything malformed is an error, never a panic.
 pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     let mut r = Reader { input: bytes };
-    r.version()?;
-    let from = r.varint()?;
-    let to = r.varint()?;
-    let message = decode_message_body(&mut r)?;
+    let (from, to) = decode_head(&mut r)?;
+    let message = decode_message(&mut r)?;
     r.finish()?;
     Ok(Envelope { from, to, message })
 }
 
-fn decode_message_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
+/// Reads a Paxos message: its tag, then its fields.
+pub fn decode_message(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
     Ok(match r.u8()? {
         1 => Message::Prepare {
             ballot: r.ballot()?,

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kv::WatchResponse;
+use member::wire::Frame;
 use member::{Checkpoint, Clock, Effect, Member, MemberError, PeerMessage, Ready, Reply, Request};
-use paxos::NodeId;
 use paxos::multi::Envelope;
 use storage::SnapshotSender;
 use tokio::sync::{mpsc, oneshot};
@@ -91,8 +91,7 @@ pub enum Input {
 enum Woken {
     Tick,
     Input(Input),
-    Step(Envelope),
-    Peer(NodeId, Vec<u8>),
+    Frame(Frame),
     Saved(Result<Saved, String>),
 }
 
@@ -181,8 +180,7 @@ impl Driver {
         mut self,
         tick: Duration,
         mut inputs: mpsc::Receiver<Input>,
-        mut peers: mpsc::Receiver<Envelope>,
-        mut forwards: mpsc::Receiver<(NodeId, Vec<u8>)>,
+        mut peers: mpsc::Receiver<Frame>,
     ) -> Result<(), String> {
         // Replay what recovery handed back before serving anything.
         self.flush()?;
@@ -198,16 +196,14 @@ impl Driver {
                     Some(input) => Woken::Input(input),
                     None => return Ok(()),
                 },
-                Some(envelope) = peers.recv() => Woken::Step(envelope),
-                Some((from, body)) = forwards.recv() => Woken::Peer(from, body),
+                Some(frame) = peers.recv() => Woken::Frame(frame),
                 Some(result) = saved.recv() => Woken::Saved(result),
             };
             self.set_clock();
             match woken {
                 Woken::Tick => self.tick(),
                 Woken::Input(input) => self.input(input),
-                Woken::Step(envelope) => self.member.step(envelope),
-                Woken::Peer(from, body) => self.peer(from, &body)?,
+                Woken::Frame(frame) => self.frame(frame)?,
                 Woken::Saved(result) => self.snapshot_saved(result)?,
             }
             // Let the other tasks of this thread (peer readers, the client
@@ -220,13 +216,9 @@ impl Driver {
                     self.input(input);
                     progressed = true;
                 }
-                if let Ok(envelope) = peers.try_recv() {
-                    self.member.step(envelope);
-                    progressed = true;
-                }
                 // Forwarded proposals too: one fsync covers a turn's worth.
-                if let Ok((from, body)) = forwards.try_recv() {
-                    self.peer(from, &body)?;
+                if let Ok(frame) = peers.try_recv() {
+                    self.frame(frame)?;
                     progressed = true;
                 }
                 if !progressed {
@@ -264,15 +256,15 @@ impl Driver {
         }
     }
 
-    /// A member-to-member message: snapshot chunks are reassembled on disk
-    /// here, the rest is the member's.
-    fn peer(&mut self, from: NodeId, body: &[u8]) -> Result<(), String> {
-        let message = match PeerMessage::decode(body) {
-            Ok(message) => message,
-            Err(e) => {
-                warn!(from, %e, "dropping a malformed peer message");
+    /// A frame from a peer: snapshot chunks are reassembled on disk here,
+    /// the rest is the member's.
+    fn frame(&mut self, frame: Frame) -> Result<(), String> {
+        let (from, message) = match frame {
+            Frame::Paxos(envelope) => {
+                self.member.step(envelope);
                 return Ok(());
             }
+            Frame::Peer { from, message, .. } => (from, message),
         };
         match message {
             PeerMessage::Chunk(chunk) => {
@@ -320,7 +312,7 @@ impl Driver {
         match effect {
             Effect::Send(envelope) => send(&self.transport, &envelope),
             Effect::Peer { to, message } => {
-                if let Err(e) = self.transport.send_forward(to, &message.encode()) {
+                if let Err(e) = self.transport.send_peer(to, &message) {
                     debug!(%e, to, "peer message not sent");
                 }
             }
@@ -346,9 +338,7 @@ impl Driver {
                         "sending a snapshot to a lagging member"
                     );
                     for chunk in sender.chunks_from(0) {
-                        let _ = self
-                            .transport
-                            .send_forward(to, &PeerMessage::Chunk(chunk).encode());
+                        let _ = self.transport.send_peer(to, &PeerMessage::Chunk(chunk));
                         // Each chunk on its way before the next is queued:
                         // a whole snapshot may exceed the queue's bound.
                         self.transport.flush();

@@ -393,19 +393,12 @@ fn start_transport(
     transport_config.reconnect_backoff_ms_max =
         (config.tick * config.heartbeat_ticks).as_millis().max(10) as u64;
     transport_config.drop_queue_when_unreachable = true;
-    let (transport, paxos) = Transport::start_in(runtime, transport_config)
-        .map_err(|e| StartError::Transport(e.to_string()))?;
-    let forwards = transport
-        .take_forwards()
-        .ok_or_else(|| StartError::Transport("forward channel already taken".into()))?;
-    Ok((transport, Peers { paxos, forwards }))
+    Transport::start_in(runtime, transport_config).map_err(|e| StartError::Transport(e.to_string()))
 }
 
-/// What peers send: Paxos messages, and member-to-member messages.
-struct Peers {
-    paxos: mpsc::Receiver<paxos::multi::Envelope>,
-    forwards: mpsc::Receiver<(NodeId, Vec<u8>)>,
-}
+/// What peers send: Paxos messages and member-to-member messages, in one
+/// stream of frames.
+type Peers = mpsc::Receiver<member::wire::Frame>;
 
 /// The running driver: where its inputs go, how to stop it, and its end.
 struct RunningDriver {
@@ -443,7 +436,7 @@ fn start_driver(
         let result = match runtime.into_runtime() {
             Some(runtime) => runtime.block_on(async move {
                 tokio::select! {
-                    result = driver.run(tick, inputs_rx, peers.paxos, peers.forwards) => result,
+                    result = driver.run(tick, inputs_rx, peers) => result,
                     _ = stopped => Ok(()),
                 }
             }),

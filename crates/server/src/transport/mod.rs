@@ -1,4 +1,5 @@
-//! The peer transport: Paxos envelopes between members over TCP.
+//! The peer transport: frames between members over TCP, each a Paxos
+//! message or one of the member's own ([`member::wire::Frame`], one codec).
 //!
 //! Each member dials every peer and uses that connection to send, and
 //! accepts its peers' connections to receive: two connections per pair, each
@@ -36,16 +37,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use member::PeerMessage;
+use member::wire::{Frame, decode_frame, encode_envelope, encode_peer};
 use paxos::NodeId;
 use paxos::multi::Envelope;
-
-/// Forward frames received, as `(from, body)`.
-pub type ForwardReceiver = mpsc::Receiver<(NodeId, Vec<u8>)>;
-
-/// First byte of a forward frame. Envelope frames start with the codec's
-/// version byte, which is never this.
-const FORWARD_MARKER: u8 = 0xF0;
-use paxos::multi::codec::{decode_envelope, encode_envelope};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -263,7 +258,7 @@ impl Transport {
     /// channel of envelopes received, bounded by `inbound_envelopes_max`.
     pub async fn start(
         config: TransportConfig,
-    ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
+    ) -> Result<(TransportHandle, mpsc::Receiver<Frame>), StartError> {
         Self::start_in(&tokio::runtime::Handle::current(), config)
     }
 
@@ -274,7 +269,7 @@ impl Transport {
     pub fn start_in(
         runtime: &tokio::runtime::Handle,
         config: TransportConfig,
-    ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
+    ) -> Result<(TransportHandle, mpsc::Receiver<Frame>), StartError> {
         config.validate()?;
         let bind_error = |source| StartError::Bind {
             addr: config.listen,
@@ -302,7 +297,7 @@ impl Transport {
     pub async fn start_on(
         listener: TcpListener,
         config: TransportConfig,
-    ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
+    ) -> Result<(TransportHandle, mpsc::Receiver<Frame>), StartError> {
         config.validate()?;
         Self::launch(&tokio::runtime::Handle::current(), listener, config)
     }
@@ -312,13 +307,12 @@ impl Transport {
         runtime: &tokio::runtime::Handle,
         listener: TcpListener,
         config: TransportConfig,
-    ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), StartError> {
+    ) -> Result<(TransportHandle, mpsc::Receiver<Frame>), StartError> {
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
         })?;
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_envelopes_max);
-        let (forward_tx, forward_rx) = mpsc::channel(config.inbound_envelopes_max);
         let members: BTreeSet<NodeId> = config
             .peers
             .keys()
@@ -345,7 +339,6 @@ impl Transport {
             members,
             config,
             inbound_tx,
-            forward_tx,
             inbound: InboundCounters::default(),
             authenticated: Mutex::new(HashMap::new()),
             connection_serial: AtomicU64::new(0),
@@ -360,7 +353,6 @@ impl Transport {
         let inner = Inner {
             shared,
             peers,
-            forward_rx: Mutex::new(Some(forward_rx)),
             local_addr,
             closed: AtomicBool::new(false),
             corked: AtomicBool::new(false),
@@ -383,32 +375,18 @@ pub struct TransportHandle {
 }
 
 impl TransportHandle {
-    /// Queues a forward frame (an opaque request of the node runtime, such as
-    /// a client command for the leader) for `to`, without waiting; the same
-    /// bounded queue and drop-oldest rule as envelopes.
-    pub fn send_forward(&self, to: NodeId, body: &[u8]) -> Result<(), SendError> {
+    /// Queues a member's message (a client command for the leader, a read
+    /// index, a snapshot chunk) for `to`, without waiting; the same bounded
+    /// queue and drop-oldest rule as envelopes.
+    pub fn send_peer(&self, to: NodeId, message: &PeerMessage) -> Result<(), SendError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
         let peer = inner.peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
-        let mut frame = Vec::with_capacity(wire::LENGTH_PREFIX_BYTES + 17 + body.len());
-        frame.extend_from_slice(&[0u8; wire::LENGTH_PREFIX_BYTES]);
-        frame.push(FORWARD_MARKER);
-        frame.extend_from_slice(&inner.shared.me.to_le_bytes());
-        frame.extend_from_slice(&to.to_le_bytes());
-        frame.extend_from_slice(body);
+        let mut frame = vec![0u8; wire::LENGTH_PREFIX_BYTES];
+        encode_peer(inner.shared.me, to, message, &mut frame);
         self.enqueue(peer, frame)
-    }
-
-    /// The channel of forward frames received, as `(from, body)`; it can be
-    /// taken once.
-    pub fn take_forwards(&self) -> Option<ForwardReceiver> {
-        self.inner
-            .forward_rx
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
     }
 
     /// Queues an envelope for its recipient without waiting. A full queue
@@ -553,7 +531,6 @@ impl TransportHandle {
 struct Inner {
     shared: Arc<Shared>,
     peers: BTreeMap<NodeId, Arc<Peer>>,
-    forward_rx: Mutex<Option<ForwardReceiver>>,
     local_addr: SocketAddr,
     closed: AtomicBool,
     /// Sends wait for `flush` (see [`TransportHandle::cork`]).
@@ -584,9 +561,7 @@ struct Shared {
     token: Vec<u8>,
     members: BTreeSet<NodeId>,
     config: TransportConfig,
-    inbound_tx: mpsc::Sender<Envelope>,
-    /// Forward frames (the node runtime's own requests between members).
-    forward_tx: mpsc::Sender<(NodeId, Vec<u8>)>,
+    inbound_tx: mpsc::Sender<Frame>,
     inbound: InboundCounters,
     /// The current inbound connection of each member, so a newer one (the
     /// peer restarted or redialled) retires the older: at most one per
@@ -970,51 +945,27 @@ async fn serve_inbound(
                 return;
             }
         }
-        if buf.first() == Some(&FORWARD_MARKER) {
-            let addressed = |at: usize| -> Option<u64> {
-                Some(u64::from_le_bytes(buf.get(at..at + 8)?.try_into().ok()?))
-            };
-            if buf.len() < 17 || addressed(1) != Some(peer) || addressed(9) != Some(me) {
-                bump(&shared.inbound.misaddressed);
-                warn!(me, peer, %addr, "closing peer connection: misaddressed forward frame");
-                return;
-            }
-            bump(&shared.inbound.frames_received);
-            if shared
-                .forward_tx
-                .send((peer, buf[17..].to_vec()))
-                .await
-                .is_err()
-            {
-                debug!(
-                    me,
-                    "runtime stopped receiving forwards; closing peer connection"
-                );
-                return;
-            }
-            continue;
-        }
-        let envelope = match decode_envelope(&buf) {
-            Ok(envelope) => envelope,
+        let frame = match decode_frame(&buf) {
+            Ok(frame) => frame,
             Err(error) => {
                 bump(&shared.inbound.decode_errors);
                 warn!(me, peer, %addr, %error, "closing peer connection: undecodable frame");
                 return;
             }
         };
-        if envelope.from != peer || envelope.to != me {
+        if frame.from() != peer || frame.to() != me {
             bump(&shared.inbound.misaddressed);
             warn!(
                 me,
                 peer,
                 %addr,
-                from = envelope.from,
-                to = envelope.to,
-                "closing peer connection: envelope does not match the connection"
+                from = frame.from(),
+                to = frame.to(),
+                "closing peer connection: frame does not match the connection"
             );
             return;
         }
-        // Counted before delivery, so whoever holds the envelope sees it
+        // Counted before delivery, so whoever holds the frame sees it
         // counted.
         bump(&shared.inbound.frames_received);
         shared
@@ -1023,7 +974,7 @@ async fn serve_inbound(
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         // Waits while the core is behind: the socket stops being read and
         // the sender's bounded queue absorbs (and sheds) the excess.
-        if shared.inbound_tx.send(envelope).await.is_err() {
+        if shared.inbound_tx.send(frame).await.is_err() {
             debug!(me, "core stopped receiving; closing peer connection");
             return;
         }
