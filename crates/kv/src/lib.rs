@@ -74,7 +74,7 @@ pub use command::{
 };
 pub use error::{GrpcCode, KvError};
 pub use limits::Limits;
-pub use session::{ClientId, SessionOutcome};
+pub use session::{ClientId, SESSION_WINDOW, SessionOutcome};
 pub use snapshot::{CRC_TAG, SNAPSHOT_PIECE_BYTES, SnapshotError};
 pub use store::Store;
 pub use types::*;

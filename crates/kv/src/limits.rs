@@ -32,9 +32,10 @@ pub struct Limits {
     pub min_lease_ttl_s: i64,
     /// Grants above this TTL are refused, in seconds.
     pub max_lease_ttl_s: i64,
-    /// Most clients the exactly-once table remembers; the least recently
-    /// active is forgotten first.
-    pub max_sessions: usize,
+    /// Most answers the exactly-once table holds over all its clients
+    /// (each keeps up to a window of them); the least recently active
+    /// client is forgotten first.
+    pub max_session_answers: usize,
     /// A client silent for longer than this (leader-stamped time) is
     /// forgotten, in milliseconds.
     pub session_ttl_ms: u64,
@@ -47,7 +48,7 @@ impl Default for Limits {
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             min_lease_ttl_s: DEFAULT_MIN_LEASE_TTL_S,
             max_lease_ttl_s: MAX_LEASE_TTL_S,
-            max_sessions: 65_536,
+            max_session_answers: 65_536,
             session_ttl_ms: 10 * 60 * 1000,
         }
     }

@@ -1,14 +1,21 @@
 //! Exactly-once: the replicated session table (DESIGN.md rule 4).
 //!
-//! Every client command carries `(client_id, seq)`. The table remembers, per
-//! client, the last sequence number applied and its result, so a retry of
-//! that command is answered from the table instead of being applied twice.
+//! Every client command carries `(client_id, seq)`. A client (a member, for
+//! the requests that enter through it) numbers its commands 1, 2, 3, ...
+//! and may have many in flight at once, so they can reach the log out of
+//! order. The table remembers, per client, the results of the commands
+//! applied within [`SESSION_WINDOW`] of its highest sequence number, so a
+//! retry of any of them is answered from the table instead of being applied
+//! twice, and a command below the window is refused as stale. A client
+//! keeps every command it has in flight within the window of its newest
+//! (the member starts a new session when one lags that far behind).
+//!
 //! It is replicated state: it changes only when commands are applied, goes
 //! into snapshots and the state hash, and forgets clients only by rules
 //! every replica evaluates alike: a client silent for longer than
 //! [`crate::Limits::session_ttl_ms`] of leader-stamped time, or the least
-//! recently active client when the table holds
-//! [`crate::Limits::max_sessions`].
+//! recently active clients while the table holds more than
+//! [`crate::Limits::max_session_answers`] answers.
 //!
 //! A retry that arrives after its client was forgotten is applied again:
 //! keep the session TTL well above any client's retry window.
@@ -24,21 +31,50 @@ use crate::types::{PutResponse, ResponseHeader, Revision};
 /// A client's identity in the exactly-once table (as `paxos::ClientId`).
 pub type ClientId = u64;
 
+/// How far below a client's highest applied sequence number the table
+/// still knows which commands were applied: a command up to this many
+/// numbers older is applied or answered from the table, one older still
+/// is stale.
+pub const SESSION_WINDOW: u64 = 1024;
+
 /// What the table remembers about one client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Session {
-    /// Last sequence number applied.
-    pub(crate) seq: u64,
+    /// Every sequence number at or below this is stale: its answer, if it
+    /// was applied, is forgotten.
+    pub(crate) floor: u64,
     /// Leader time of the client's last applied command, in milliseconds.
     pub(crate) last_ms: u64,
-    /// The result of that command.
-    pub(crate) result: Remembered,
+    /// The answers of the commands applied above `floor`, by sequence
+    /// number; never empty, all within [`SESSION_WINDOW`] of the highest.
+    pub(crate) answers: BTreeMap<u64, Remembered>,
 }
 
-/// A client's last result as the table keeps it. Every request of the etcd
-/// API is a client of its own, so the table is full (`max_sessions`) on a
-/// busy member, and most entries are a put's answer: its revision and
-/// nothing else. Those are kept as the revision, in the entry; any other
+impl Session {
+    /// The highest sequence number applied.
+    pub(crate) fn latest(&self) -> u64 {
+        self.answers
+            .last_key_value()
+            .map_or(self.floor, |(&seq, _)| seq)
+    }
+
+    /// Remembers `seq`'s answer and forgets those that fall out of the
+    /// window; returns how many answers it holds now.
+    fn remember(&mut self, seq: u64, answer: Remembered) -> usize {
+        debug_assert!(seq > self.floor && !self.answers.contains_key(&seq));
+        self.answers.insert(seq, answer);
+        let floor = self.latest().saturating_sub(SESSION_WINDOW);
+        if floor > self.floor {
+            self.floor = floor;
+            self.answers = self.answers.split_off(&(floor + 1));
+        }
+        self.answers.len()
+    }
+}
+
+/// A command's result as the table keeps it. A busy member's session
+/// holds up to a window of answers, and most are a put's answer: its
+/// revision and nothing else. Those are kept as the revision, in the entry; any other
 /// result in an allocation shared with frozen copies of the table, so that
 /// copying the table (for a snapshot) copies a pointer per client. The
 /// shared form cost 112 bytes per put (measured: 88-byte result, 16 of
@@ -83,6 +119,8 @@ impl Remembered {
 pub(crate) struct SessionTable {
     pub(crate) clients: Clients,
     by_activity: BTreeSet<(u64, ClientId)>,
+    /// Answers held over all clients.
+    answers: usize,
 }
 
 /// Top bits of a client id that pick its shard.
@@ -116,6 +154,16 @@ impl Clients {
 
     pub(crate) fn get(&self, client: &ClientId) -> Option<&Session> {
         self.shards[Self::shard(*client)].get(client)
+    }
+
+    /// The entry to change in place; copies its shard first if a frozen
+    /// table shares it.
+    fn get_mut(&mut self, client: &ClientId) -> Option<&mut Session> {
+        let shard = &mut self.shards[Self::shard(*client)];
+        if !shard.contains_key(client) {
+            return None;
+        }
+        Arc::make_mut(shard).get_mut(client)
     }
 
     fn insert(&mut self, client: ClientId, session: Session) -> Option<Session> {
@@ -157,12 +205,44 @@ impl Clients {
 impl SessionTable {
     /// Inserts or replaces a client's entry.
     pub(crate) fn record(&mut self, client: ClientId, session: Session) {
-        if let Some(old) = self.clients.get(&client) {
+        self.answers += session.answers.len();
+        if let Some(old) = self.clients.insert(client, session) {
             self.by_activity.remove(&(old.last_ms, client));
+            self.answers -= old.answers.len();
         }
-        self.by_activity.insert((session.last_ms, client));
-        self.clients.insert(client, session);
+        if let Some(session) = self.clients.get(&client) {
+            self.by_activity.insert((session.last_ms, client));
+        }
         debug_assert_eq!(self.clients.len(), self.by_activity.len());
+    }
+
+    /// Remembers `client`'s answer for `seq` at leader time `now_ms`.
+    fn remember(&mut self, client: ClientId, seq: u64, now_ms: u64, answer: Remembered) {
+        let Some(session) = self.clients.get_mut(&client) else {
+            let mut answers = BTreeMap::new();
+            answers.insert(seq, answer);
+            self.record(
+                client,
+                Session {
+                    floor: seq.saturating_sub(SESSION_WINDOW),
+                    last_ms: now_ms,
+                    answers,
+                },
+            );
+            return;
+        };
+        let before = session.answers.len();
+        let after = session.remember(seq, answer);
+        let last_ms = std::mem::replace(&mut session.last_ms, now_ms);
+        self.answers = self.answers + after - before;
+        self.by_activity.remove(&(last_ms, client));
+        self.by_activity.insert((now_ms, client));
+    }
+
+    fn forget(&mut self, client: ClientId) {
+        if let Some(old) = self.clients.remove(&client) {
+            self.answers -= old.answers.len();
+        }
     }
 
     /// Forgets clients silent since before `now_ms - ttl_ms`.
@@ -173,17 +253,18 @@ impl SessionTable {
                 break;
             }
             self.by_activity.pop_first();
-            self.clients.remove(&client);
+            self.forget(client);
         }
     }
 
-    /// Forgets the least recently active clients beyond `max` entries.
+    /// Forgets the least recently active clients while the table holds
+    /// more than `max` answers.
     fn bound(&mut self, max: usize) {
-        while self.clients.len() > max {
+        while self.answers > max {
             let Some((_, client)) = self.by_activity.pop_first() else {
                 break;
             };
-            self.clients.remove(&client);
+            self.forget(client);
         }
     }
 
@@ -194,6 +275,7 @@ impl SessionTable {
         SessionTable {
             clients: self.clients.clone(),
             by_activity: BTreeSet::new(),
+            answers: self.answers,
         }
     }
 
@@ -209,13 +291,14 @@ pub enum SessionOutcome {
     /// First time this `(client, seq)` was seen: the command was applied
     /// (or refused) and the result remembered.
     Applied(Result<Applied, KvError>),
-    /// A retry of the client's last command: not applied again; here is the
+    /// A retry of a command applied before: not applied again; here is the
     /// remembered result (its events went out the first time).
     Duplicate(Result<Response, KvError>),
-    /// Older than the client's last command, whose answer is all the table
-    /// keeps: not applied. The client has already moved on; drop it.
+    /// More than [`SESSION_WINDOW`] below the client's newest command, whose
+    /// answer the table no longer keeps: not applied. The client has
+    /// already moved on; drop it.
     Stale {
-        /// The client's last applied sequence number.
+        /// The client's highest applied sequence number.
         latest_seq: u64,
     },
 }
@@ -232,35 +315,38 @@ impl Store {
         let now_ms = self.clock_ms.max(ctx.now_ms);
         self.sessions.expire(now_ms, self.limits.session_ttl_ms);
         if let Some(session) = self.sessions.clients.get(&client) {
-            if seq == session.seq {
-                return SessionOutcome::Duplicate(session.result.result());
+            if let Some(answer) = session.answers.get(&seq) {
+                return SessionOutcome::Duplicate(answer.result());
             }
-            if seq < session.seq {
+            if seq <= session.floor {
                 return SessionOutcome::Stale {
-                    latest_seq: session.seq,
+                    latest_seq: session.latest(),
                 };
             }
         }
         let result = self.apply(cmd, ctx);
-        self.sessions.record(
+        self.sessions.remember(
             client,
-            Session {
-                seq,
-                last_ms: now_ms,
-                result: Remembered::new(
-                    result
-                        .as_ref()
-                        .map(|a| a.response.clone())
-                        .map_err(Clone::clone),
-                ),
-            },
+            seq,
+            now_ms,
+            Remembered::new(
+                result
+                    .as_ref()
+                    .map(|a| a.response.clone())
+                    .map_err(Clone::clone),
+            ),
         );
-        self.sessions.bound(self.limits.max_sessions);
+        self.sessions.bound(self.limits.max_session_answers);
         SessionOutcome::Applied(result)
     }
 
     /// Number of clients the exactly-once table remembers.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Number of answers the exactly-once table holds, over all clients.
+    pub fn session_answers(&self) -> usize {
+        self.sessions.answers
     }
 }

@@ -7,10 +7,12 @@
 //! be derived (the change log, lease key sets, deadline and activity
 //! orders) are rebuilt on restore rather than stored.
 //!
-//! Layout (format 1): magic `SYNODKV\0`, format byte; revision, compact
+//! Layout (format 2): magic `SYNODKV\0`, format byte; revision, compact
 //! revision, clock, next lease id; leases (id, ttl, deadline); keys (key,
 //! versions: mod revision, sub, create revision, version, lease, value);
-//! sessions (client, seq, last activity, result); 8-byte checksum: the
+//! sessions (client, floor, last activity, answers: seq, result); format 1,
+//! still read, kept one answer per session (client, seq, last activity,
+//! result); 8-byte checksum: the
 //! tag [`CRC_TAG`] and the CRC-32C of the body (hardware-fast: the FNV-1a
 //! state hash, which earlier snapshots carry there and which restore still
 //! accepts, took more time than encoding).
@@ -25,7 +27,7 @@ use crate::codec::{Dec, DecodeError, Enc, Fnv64, Sink, Wire};
 use crate::history::History;
 use crate::lease::Lessor;
 use crate::limits::Limits;
-use crate::session::{Remembered, Session, SessionTable};
+use crate::session::{Remembered, SESSION_WINDOW, Session, SessionTable};
 use crate::store::{Change, Key, NONE, Record, Store};
 use crate::types::NO_LEASE;
 use crate::values::{ValueRef, Values};
@@ -63,7 +65,10 @@ impl<F: FnMut(&[u8]) -> Result<(), E>, E> Sink for Pieces<F, E> {
     }
 }
 /// The snapshot format this version writes and reads.
-pub const SNAPSHOT_FORMAT: u8 = 1;
+pub const SNAPSHOT_FORMAT: u8 = 2;
+
+/// The format before sessions kept a window of answers; still read.
+const SNAPSHOT_FORMAT_ONE_ANSWER: u8 = 1;
 
 /// Why a snapshot could not be restored.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -119,11 +124,15 @@ impl Store {
         e.len(self.sessions.clients.len());
         for (&client, s) in self.sessions.clients.iter() {
             e.u64(client);
-            e.u64(s.seq);
+            e.u64(s.floor);
             e.u64(s.last_ms);
-            match &s.result {
-                Remembered::Shared(result) => result.encode(&mut e),
-                put @ Remembered::Put(_) => put.result().encode(&mut e),
+            e.len(s.answers.len());
+            for (&seq, answer) in &s.answers {
+                e.u64(seq);
+                match answer {
+                    Remembered::Shared(result) => result.encode(&mut e),
+                    put @ Remembered::Put(_) => put.result().encode(&mut e),
+                }
             }
         }
     }
@@ -222,7 +231,7 @@ impl Store {
             return Err(SnapshotError::BadMagic);
         }
         let format = d.u8()?;
-        if format != SNAPSHOT_FORMAT {
+        if format != SNAPSHOT_FORMAT && format != SNAPSHOT_FORMAT_ONE_ANSWER {
             return Err(SnapshotError::UnsupportedFormat(format));
         }
         let bad = SnapshotError::Inconsistent;
@@ -310,17 +319,44 @@ impl Store {
             if sessions.clients.last().is_some_and(|last| last >= client) {
                 return Err(bad("session ids"));
             }
-            let seq = d.u64()?;
-            let last_ms = d.u64()?;
-            let result = <Result<crate::command::Response, crate::error::KvError>>::decode(&mut d)?;
-            sessions.record(
-                client,
+            type Answer = Result<crate::command::Response, crate::error::KvError>;
+            let session = if format == SNAPSHOT_FORMAT_ONE_ANSWER {
+                let seq = d.u64()?;
+                let last_ms = d.u64()?;
+                let answer = Remembered::new(Answer::decode(&mut d)?);
                 Session {
-                    seq,
+                    floor: seq.saturating_sub(1),
                     last_ms,
-                    result: Remembered::new(result),
-                },
-            );
+                    answers: BTreeMap::from([(seq, answer)]),
+                }
+            } else {
+                let floor = d.u64()?;
+                let last_ms = d.u64()?;
+                let mut answers = BTreeMap::new();
+                for _ in 0..d.count(2)? {
+                    let seq = d.u64()?;
+                    if seq <= floor
+                        || answers
+                            .last_key_value()
+                            .is_some_and(|(&last, _)| last >= seq)
+                    {
+                        return Err(bad("session answers"));
+                    }
+                    answers.insert(seq, Remembered::new(Answer::decode(&mut d)?));
+                }
+                let Some((&latest, _)) = answers.last_key_value() else {
+                    return Err(bad("session without answers"));
+                };
+                if latest - floor > SESSION_WINDOW {
+                    return Err(bad("session answers"));
+                }
+                Session {
+                    floor,
+                    last_ms,
+                    answers,
+                }
+            };
+            sessions.record(client, session);
         }
         d.finish()?;
         Ok(Store {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kv::{Command, KvError, Limits, PutRequest, SessionOutcome, Store};
+use kv::{Command, KvError, Limits, PutRequest, SESSION_WINDOW, SessionOutcome, Store};
 
 fn cmd(key: &str, value: &str) -> Command {
     Command::Put(put_req(key.as_bytes(), value.as_bytes()))
@@ -18,21 +18,82 @@ fn a_retry_is_answered_from_the_table_and_not_applied_twice() {
     };
     let hash = s.state_hash();
     let retry = s.apply_session(1, 1, &cmd("a", "1"), CTX);
-    assert_eq!(retry, SessionOutcome::Duplicate(Ok(first.response)));
+    assert_eq!(retry, SessionOutcome::Duplicate(Ok(first.response.clone())));
     assert_eq!(s.state_hash(), hash);
     assert_eq!(s.revision(), 2);
     assert!(matches!(
         s.apply_session(1, 2, &cmd("a", "2"), CTX),
         SessionOutcome::Applied(Ok(_))
     ));
+    // Seq 1 is still answered after seq 2: a retry may come late.
     assert_eq!(
         s.apply_session(1, 1, &cmd("a", "1"), CTX),
-        SessionOutcome::Stale { latest_seq: 2 }
+        SessionOutcome::Duplicate(Ok(first.response))
     );
     // Another client's seq 1 is its own.
     assert!(matches!(
         s.apply_session(2, 1, &cmd("b", "1"), CTX),
         SessionOutcome::Applied(Ok(_))
+    ));
+}
+
+/// A client with many commands in flight: they reach the log in any order
+/// within the window, each is applied once, and one below the window is
+/// refused as stale, not applied.
+#[test]
+fn commands_in_flight_apply_once_in_any_order_within_the_window() {
+    let mut s = Store::default();
+    let w = SESSION_WINDOW;
+    for seq in [3, 1, 2, 5] {
+        assert!(matches!(
+            s.apply_session(1, seq, &cmd("a", &seq.to_string()), CTX),
+            SessionOutcome::Applied(Ok(_))
+        ));
+    }
+    let revision = s.revision();
+    for seq in [1, 2, 3, 5] {
+        assert!(matches!(
+            s.apply_session(1, seq, &cmd("a", "retry"), CTX),
+            SessionOutcome::Duplicate(Ok(_))
+        ));
+    }
+    assert_eq!(s.revision(), revision, "no retry was applied");
+    assert_eq!(s.session_count(), 1);
+    assert_eq!(s.session_answers(), 4);
+    // Seq 4 was never applied: late, but inside the window, so it is new.
+    assert!(matches!(
+        s.apply_session(1, 4, &cmd("a", "4"), CTX),
+        SessionOutcome::Applied(Ok(_))
+    ));
+    // A jump of a whole window forgets everything at or below 5.
+    assert!(matches!(
+        s.apply_session(1, 5 + w, &cmd("a", "far"), CTX),
+        SessionOutcome::Applied(Ok(_))
+    ));
+    assert_eq!(s.session_answers(), 1);
+    let revision = s.revision();
+    for seq in [1, 4, 5] {
+        assert_eq!(
+            s.apply_session(1, seq, &cmd("a", "late"), CTX),
+            SessionOutcome::Stale { latest_seq: 5 + w }
+        );
+    }
+    assert!(matches!(
+        s.apply_session(1, 6, &cmd("a", "6"), CTX),
+        SessionOutcome::Applied(Ok(_))
+    ));
+    assert_eq!(s.revision(), revision + 1);
+    // The window travels in the snapshot.
+    let mut restored = Store::restore(&s.snapshot(), Limits::default()).expect("restore");
+    assert_eq!(restored.state_hash(), s.state_hash());
+    assert_eq!(restored.session_answers(), 2);
+    assert!(matches!(
+        restored.apply_session(1, 6, &cmd("a", "6"), CTX),
+        SessionOutcome::Duplicate(Ok(_))
+    ));
+    assert!(matches!(
+        restored.apply_session(1, 5, &cmd("a", "5"), CTX),
+        SessionOutcome::Stale { .. }
     ));
 }
 
@@ -80,7 +141,7 @@ fn idle_clients_are_forgotten_by_leader_time() {
 #[test]
 fn the_table_is_bounded_least_recently_active_first() {
     let limits = Limits {
-        max_sessions: 3,
+        max_session_answers: 3,
         ..Limits::default()
     };
     let mut s = Store::new(limits);
@@ -88,9 +149,12 @@ fn the_table_is_bounded_least_recently_active_first() {
         s.apply_session(client, 1, &cmd("k", "v"), at(client * 10));
     }
     s.apply_session(1, 2, &cmd("k", "v"), at(40));
+    // Client 1 holds two answers now: client 2, the least recently active,
+    // went to keep the table at three.
+    assert_eq!((s.session_count(), s.session_answers()), (2, 3));
     s.apply_session(4, 1, &cmd("k", "v"), at(50));
-    assert_eq!(s.session_count(), 3);
-    // Client 2 was the least recently active.
+    assert_eq!((s.session_count(), s.session_answers()), (2, 3));
+    // Client 3 went for client 4; client 2 was forgotten before it.
     assert!(matches!(
         s.apply_session(2, 1, &cmd("k", "v"), at(60)),
         SessionOutcome::Applied(_)

@@ -145,6 +145,9 @@ pub struct Member<T> {
     /// The session of the commands this leader proposes of its own accord
     /// (lease renewals and expiries), and its next sequence number.
     leader_session: Option<(u64, u64)>,
+    /// The session of the commands clients send through this member:
+    /// `(client, next seq)`, client 0 until the first command.
+    session: (u64, u64),
 }
 
 /// The next word of splitmix64 over `state`: a small, fast generator for
@@ -197,6 +200,7 @@ impl<T> Member<T> {
             ticks: 0,
             counters: Counters::default(),
             leader_session: None,
+            session: (0, 1),
         }
     }
 
@@ -282,11 +286,11 @@ impl<T> Member<T> {
     }
 
     /// A client's request, answered later with `token` in an
-    /// [`Effect::Reply`]. Each command gets a session of its own.
+    /// [`Effect::Reply`]. Commands share the member's session, in order.
     pub fn request(&mut self, token: T, request: Request) {
         match request {
             Request::Propose(command) => {
-                let (client, seq) = self.new_session();
+                let (client, seq) = self.client_session();
                 self.propose_as(token, client, seq, command);
             }
             Request::Read(query) => self.read(token, query),
@@ -665,10 +669,37 @@ impl<T> Member<T> {
         session
     }
 
-    /// A fresh `(client, seq)`: every request is its own session, so
-    /// concurrent requests never look stale to each other.
-    fn new_session(&mut self) -> (u64, u64) {
-        (self.random(), 1)
+    /// A client id of its own: random, with the top bit clear, apart from
+    /// the leaderships' ids.
+    fn fresh_client_id(&mut self) -> u64 {
+        self.random() & !(1 << 63)
+    }
+
+    /// The next `(client, seq)` of the session the requests entering here
+    /// share (DESIGN.md rule 4). The session table remembers a window of
+    /// answers per client, so every command still in flight must stay
+    /// within [`kv::SESSION_WINDOW`] of the newest: when the oldest lags
+    /// that far (a request stuck through elections while thousands pass),
+    /// the member starts a new session and the old one drains.
+    fn client_session(&mut self) -> (u64, u64) {
+        let (client, next) = self.session;
+        let oldest = self
+            .writes
+            .range((client, 0)..=(client, u64::MAX))
+            .next()
+            .map(|(&(_, seq), _)| seq);
+        if client == 0 || oldest.is_some_and(|oldest| next - oldest >= kv::SESSION_WINDOW) {
+            self.session = (self.fresh_client_id(), 1);
+        }
+        let (client, seq) = self.session;
+        self.session.1 += 1;
+        debug_assert!(
+            self.writes
+                .range((client, 0)..=(client, u64::MAX))
+                .all(|(&(_, s), _)| seq - s < kv::SESSION_WINDOW),
+            "a command in flight fell out of its session's window"
+        );
+        (client, seq)
     }
 
     fn next_read_id(&mut self) -> u64 {
@@ -774,7 +805,7 @@ impl<T> Member<T> {
                 continue;
             }
             let (as_client, as_seq) = if self.bug(Bug::ReforwardTwice) {
-                self.new_session()
+                (self.fresh_client_id(), 1)
             } else {
                 (client, seq)
             };
@@ -1031,5 +1062,112 @@ impl<T> std::fmt::Debug for Member<T> {
             .field("me", &self.me)
             .field("applied_slot", &self.applied_slot)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kv::{Limits, PutRequest};
+    use paxos::multi::Config as ReplicaConfig;
+
+    fn member() -> Member<u64> {
+        Member::new(
+            Replica::new(ReplicaConfig::new(1, vec![1])),
+            Store::new(Limits::default()),
+            Config {
+                request_timeout_ms: 60_000,
+                snapshot_count: 1_000_000,
+                seed: 7,
+                fill_on_ready: true,
+                observe: false,
+            },
+        )
+    }
+
+    fn put(key: &str) -> Request {
+        Request::Propose(kv::Command::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        }))
+    }
+
+    /// Ticks the lone member until it leads.
+    fn lead(m: &mut Member<u64>) {
+        for now in 0..1_000 {
+            m.set_clock(Clock { mono_ms: now * 10 });
+            m.tick(now);
+            let _ = m.ready();
+            if m.replica().is_leader() {
+                return;
+            }
+        }
+        panic!("a lone member never led");
+    }
+
+    /// Runs the member until it answers `tokens` requests.
+    fn answers(m: &mut Member<u64>, tokens: usize) -> BTreeMap<u64, Result<Reply, MemberError>> {
+        let mut got = BTreeMap::new();
+        for now in 1_000..2_000 {
+            m.set_clock(Clock { mono_ms: now * 10 });
+            m.tick(now);
+            for stage in m.ready().stages {
+                for effect in stage.now.into_iter().chain(stage.after) {
+                    if let Effect::Reply { token, result } = effect {
+                        got.insert(token, result);
+                    }
+                }
+            }
+            if got.len() == tokens {
+                return got;
+            }
+        }
+        panic!("only {} of {tokens} answered", got.len());
+    }
+
+    #[test]
+    fn requests_share_the_members_session_and_each_applies_once() {
+        let mut m = member();
+        lead(&mut m);
+        for token in 0..5 {
+            m.request(token, put(&format!("k{token}")));
+        }
+        let got = answers(&mut m, 5);
+        assert!(
+            got.values().all(|r| matches!(r, Ok(Reply::Command(_)))),
+            "{got:?}"
+        );
+        // One client for all five, each answer remembered once; not five
+        // sessions of one answer each. (The other session is the
+        // leadership's own, of its lease renewal on election.)
+        assert_eq!(m.store().session_count(), 2);
+        assert_eq!(m.store().session_answers(), 6);
+        assert_eq!(m.store().revision(), 6);
+    }
+
+    #[test]
+    fn a_command_lagging_a_window_behind_moves_the_member_to_a_new_session() {
+        let mut m = member();
+        let (client, first) = m.client_session();
+        // The first command is still in flight.
+        m.writes.insert(
+            (client, first),
+            Waiter {
+                token: 0,
+                deadline_ms: u64::MAX,
+                forwarded: None,
+            },
+        );
+        for expected in first + 1..first + kv::SESSION_WINDOW {
+            assert_eq!(m.client_session(), (client, expected));
+        }
+        let (next, seq) = m.client_session();
+        assert_ne!(next, client, "the window is full: a new session");
+        assert_eq!(seq, 1);
+        assert_eq!(next >> 63, 0, "apart from the leaderships' ids");
+        // Once the laggard is answered, the new session simply goes on.
+        m.writes.clear();
+        assert_eq!(m.client_session(), (next, 2));
     }
 }
