@@ -30,8 +30,11 @@ pub struct Oracle {
     votes: BTreeMap<(Slot, Ballot), Vec<Votes>>,
     /// Values chosen so far: a quorum accepted them at one ballot.
     chosen: BTreeMap<Slot, Value>,
-    /// Every command a client submitted.
+    /// Every command a client submitted under its own session.
     proposed: BTreeSet<(ClientId, u64, Vec<u8>)>,
+    /// Every command a client submitted without a session of its own (the
+    /// member it asked numbers it in the member's session).
+    proposed_sessionless: BTreeSet<Vec<u8>>,
     /// The value digest every replica must apply at each slot.
     canonical: BTreeMap<Slot, u64>,
     /// Per node, the last slot it applied (or restored from a snapshot).
@@ -199,6 +202,12 @@ impl Oracle {
         self.proposed.insert((client, seq, body.to_vec()));
     }
 
+    /// A client submitted this command through a member's session, as
+    /// etcd's clients do: any session may carry it.
+    pub fn proposed_sessionless(&mut self, body: &[u8]) {
+        self.proposed_sessionless.insert(body.to_vec());
+    }
+
     /// `node` made its acceptance of `value` for `slot` at `ballot` durable.
     pub fn accepted(
         &mut self,
@@ -243,6 +252,7 @@ impl Oracle {
                         let body = c.payload.get(STAMP_BYTES..).unwrap_or_default();
                         if !member_command(body)
                             && !self.proposed.contains(&(c.client, c.seq, body.to_vec()))
+                            && !self.proposed_sessionless.contains(body)
                         {
                             let what = format!(
                                 "slot {slot} chose a command no client proposed: client {} seq {}",

@@ -296,6 +296,12 @@ struct Client {
     /// unknown operation stays open forever).
     process: u64,
     target: NodeId,
+    /// A session of its own (`seq` numbers its writes, and a retry resends
+    /// the same pair), or none, as etcd's clients: the member it asks
+    /// numbers its writes in the member's session, and a write whose
+    /// outcome is unknown is not sent again (a resend would be a new
+    /// write).
+    own_session: bool,
     seq: u64,
     pending: Option<Pending>,
     /// Fixed operations to run (the final reads); random ones otherwise.
@@ -480,6 +486,7 @@ impl World {
                 id: 100 + i as ClientId,
                 process: 100 + i as u64,
                 target: members[rng.random_range(0..members.len())],
+                own_session: i % 2 == 0,
                 seq: 0,
                 pending: None,
                 script: None,
@@ -1221,8 +1228,15 @@ impl World {
         let Some(node) = self.node_index(node_id) else {
             return;
         };
+        let own_session = self
+            .client_index(client)
+            .is_none_or(|ci| self.clients[ci].own_session);
         if let Request::Write { seq, op } = request {
-            self.oracle.proposed(client, seq, &op.command().encode());
+            if own_session {
+                self.oracle.proposed(client, seq, &op.command().encode());
+            } else {
+                self.oracle.proposed_sessionless(&op.command().encode());
+            }
         }
         let Some(member) = self.member(node) else {
             return; // A crashed node says nothing; the client times out.
@@ -1238,7 +1252,14 @@ impl World {
             }
             // The client's own session: a retry, here or elsewhere, is
             // applied once.
-            Request::Write { seq, op } => member.propose_as(token, client, seq, op.command()),
+            Request::Write { seq, op } if own_session => {
+                member.propose_as(token, client, seq, op.command())
+            }
+            // The member's session: its forwarding and re-forwarding
+            // after a leader change must apply the write once.
+            Request::Write { op, .. } => {
+                member.request(token, MemberRequest::Propose(op.command()))
+            }
         }
         self.end_turn_soon(node);
     }
@@ -1296,11 +1317,17 @@ impl World {
     }
 
     fn retry(&mut self, ci: usize, uncertain: bool) {
+        let own_session = self.clients[ci].own_session;
         let Some(pending) = &mut self.clients[ci].pending else {
             return;
         };
         pending.uncertain |= uncertain;
         pending.attempt = 0; // No attempt is current until the next is sent.
+        let resend_is_new_write = !own_session && matches!(pending.request, Request::Write { .. });
+        if resend_is_new_write && pending.uncertain {
+            self.complete(ci, Outcome::Info);
+            return;
+        }
         if pending.attempts >= CLIENT_ATTEMPTS_MAX {
             // A put refused every time certainly did not happen: `fail`. A
             // CAS cannot say so (its `fail` means "compared and missed"),
@@ -1357,6 +1384,7 @@ impl World {
             id,
             process: id,
             target,
+            own_session: true,
             seq: 0,
             pending: None,
             script: Some(script),
@@ -1686,6 +1714,33 @@ impl World {
             self.violate(what);
         }
         checked
+    }
+
+    /// Every client write carries a value no other write carries, so the
+    /// committed history holds each value at most once: a write applied
+    /// twice (a retry or a re-forward under a new session) shows as its
+    /// value twice.
+    fn judge_exactly_once(&mut self) {
+        let Some(reference) = self.reference_store() else {
+            return;
+        };
+        let Ok(events) = reference.events_since(1, b"k", b"l") else {
+            return; // judge_watchers reports it.
+        };
+        let mut seen = BTreeMap::new();
+        let mut problems = Vec::new();
+        for e in events.iter().filter(|e| e.r#type == EventType::Put) {
+            if let Some(first) = seen.insert(e.kv.value.as_slice(), e.kv.mod_revision) {
+                problems.push(format!(
+                    "the write of value {} was applied twice: at revisions {first} and {}",
+                    String::from_utf8_lossy(&e.kv.value),
+                    e.kv.mod_revision
+                ));
+            }
+        }
+        for what in problems {
+            self.violate(what);
+        }
     }
 
     /// Every serializable read must be the committed history's state of its
@@ -2088,6 +2143,7 @@ impl World {
             }
         }
         let watch_events = self.judge_watchers();
+        self.judge_exactly_once();
         self.judge_serializable_reads();
         let final_reads_done = self.clients.iter().any(|c| c.id == 1 && c.done);
         if self.first_ok_after_heal.is_none() {

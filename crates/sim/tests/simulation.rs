@@ -120,6 +120,24 @@ fn a_reforward_under_a_fresh_session_is_caught() {
     eprintln!("reforward-twice caught at seed {seed}: {what}");
 }
 
+/// The clients without a session of their own (etcd's kind) write through
+/// the member's session; a write the member re-forwards under a fresh
+/// session is applied twice, which only the exactly-once check of the
+/// committed history sees: no oracle knows the member's sessions.
+#[test]
+fn a_write_applied_twice_through_a_members_session_is_caught() {
+    let c = config(3, Some(Bug::ReforwardTwice));
+    let caught = (1..=1000).find_map(|seed| {
+        sim::run(seed, &c)
+            .violations
+            .into_iter()
+            .find(|v| v.what.contains("applied twice"))
+            .map(|v| (seed, v.what))
+    });
+    let (seed, what) = caught.expect("a double apply seen within 1000 seeds");
+    eprintln!("reforward-twice applied a write twice at seed {seed}: {what}");
+}
+
 #[test]
 fn a_watch_that_misses_the_last_event_of_a_batch_is_caught() {
     let (seed, what) = first_caught(Bug::WatchDropsBatchTail).expect("caught within 1000 seeds");
