@@ -54,6 +54,7 @@ pub mod replica;
 mod sim_fs;
 mod snapshot;
 mod std_fs;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod transfer;
 mod wal;

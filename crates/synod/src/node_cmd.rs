@@ -73,10 +73,6 @@ pub struct NodeArgs {
     /// threads each way. 0 serves every connection on the worker threads.
     #[arg(long, env = "SYNOD_DRIVER_CONNECTIONS", default_value_t = DRIVER_CONNECTIONS_DEFAULT)]
     driver_connections: usize,
-    /// Test only, unsafe: serve linearizable reads from local state without
-    /// the read-index round, to show the torture checker catching it.
-    #[arg(long, hide = true)]
-    unsafe_local_reads: bool,
 }
 
 /// Arguments of `synod demo`.
@@ -168,7 +164,6 @@ fn config_from(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     config.snapshot_count = args.snapshot_count;
     config.driver_connections = args.driver_connections;
-    config.unsafe_local_reads = args.unsafe_local_reads;
     let tick_ms = config.tick.as_millis().max(1) as u64;
     if args.heartbeat_interval < tick_ms || args.election_timeout < 3 * args.heartbeat_interval {
         bail!(
@@ -234,7 +229,6 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             heartbeat_interval: 50,
             election_timeout: 500,
             driver_connections: DRIVER_CONNECTIONS_DEFAULT,
-            unsafe_local_reads: false,
         };
         let config = config_from(&node_args)?;
         let node = Node::start(config).await.with_context(|| {

@@ -94,10 +94,6 @@ pub struct NodeConfig {
     /// Client connections served on the driver's own thread at once (see
     /// [`client_port::Lane`]); the rest are served by the runtime's workers.
     pub driver_connections: usize,
-    /// Deliberately unsafe, for proving the torture checker can fail: serve
-    /// "linearizable" reads from this member's applied state, without the
-    /// read-index round. Never set outside tests.
-    pub unsafe_local_reads: bool,
 }
 
 impl NodeConfig {
@@ -117,7 +113,6 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(5),
             snapshot_count: 100_000,
             driver_connections: DRIVER_CONNECTIONS_DEFAULT,
-            unsafe_local_reads: false,
         }
     }
 
@@ -194,7 +189,6 @@ pub struct NodeHandle {
     cluster_id: u64,
     members: Arc<Vec<MemberInfo>>,
     timeout: Duration,
-    unsafe_local_reads: bool,
 }
 
 impl std::fmt::Debug for Input {
@@ -579,7 +573,6 @@ impl NodeHandle {
             cluster_id: config.cluster_id(),
             members: Arc::new(members),
             timeout: config.request_timeout,
-            unsafe_local_reads: config.unsafe_local_reads,
         }
     }
 
@@ -616,7 +609,7 @@ impl NodeHandle {
     /// A read: linearizable through the member's read index, or served
     /// from this member's store as it is.
     async fn read(&self, query: Query, serializable: bool) -> Result<Reply, ApiError> {
-        if serializable || self.unsafe_local_reads {
+        if serializable {
             self.query(move |m| m.serve_serializable(&query))
                 .await?
                 .map_err(ApiError::from)

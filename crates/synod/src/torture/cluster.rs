@@ -38,8 +38,6 @@ pub struct ClusterConfig {
     pub dir: PathBuf,
     /// Number of members.
     pub nodes: usize,
-    /// Pass --unsafe-local-reads to every member.
-    pub unsafe_local_reads: bool,
 }
 
 /// The running cluster.
@@ -169,9 +167,6 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        if self.config.unsafe_local_reads {
-            cmd.arg("--unsafe-local-reads");
-        }
         let child = cmd.spawn().context("start synod node")?;
         self.members[i].child = Some(child);
         self.members[i].paused = false;

@@ -70,8 +70,10 @@ pub struct TortureArgs {
     /// under the system's temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Start the members with the UNSAFE --unsafe-local-reads (to show the
-    /// checker rejects what that produces).
+    /// UNSAFE: clients read from their member's local state (serializable
+    /// reads) yet record the reads as linearizable, to show the checker
+    /// rejects the stale reads that produces. The members run as always:
+    /// `synod node` has no unsafe read path.
     #[arg(long)]
     unsafe_local_reads: bool,
     /// Where to write the history (default: DIR/history.jsonl).
@@ -114,7 +116,6 @@ pub fn run(args: TortureArgs) -> anyhow::Result<ExitCode> {
         bin,
         dir,
         nodes: args.nodes,
-        unsafe_local_reads: args.unsafe_local_reads,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -167,7 +168,7 @@ async fn torture(
         );
     }
     let urls = (0..args.nodes).map(|i| cluster.client_url(i)).collect();
-    let shared = Shared::new(start, urls, args.keys);
+    let shared = Shared::new(start, urls, args.keys, args.unsafe_local_reads);
     let workload_start = shared.now();
     let clients: Vec<_> = (0..args.clients)
         .map(|i| {
@@ -524,7 +525,7 @@ async fn power_loss(config: ClusterConfig, seed: u64) -> anyhow::Result<ExitCode
                 conn = workload::connect(&urls[member]).await;
                 continue;
             };
-            match workload::read(kv, key).await {
+            match workload::read(kv, key, false).await {
                 Ok(Some(v)) if v == *value => found += 1,
                 Ok(Some(_)) => wrong += 1,
                 Ok(None) => missing.push(key.clone()),

@@ -28,11 +28,16 @@ pub struct Shared {
     pub stop: AtomicBool,
     urls: Vec<String>,
     keys: usize,
+    /// Read from the member's local state (etcd's serializable reads) but
+    /// record the reads as linearizable: a deliberately wrong history, to
+    /// show the checker rejects the stale reads that produces.
+    local_reads: bool,
 }
 
 impl Shared {
-    /// For `keys` keys on the members at `urls`.
-    pub fn new(start: Instant, urls: Vec<String>, keys: usize) -> Arc<Shared> {
+    /// For `keys` keys on the members at `urls`; `local_reads`: see
+    /// [`Shared::local_reads`].
+    pub fn new(start: Instant, urls: Vec<String>, keys: usize, local_reads: bool) -> Arc<Shared> {
         Arc::new(Shared {
             start,
             ops: Mutex::new(Vec::new()),
@@ -41,6 +46,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             urls,
             keys: keys.max(1),
+            local_reads,
         })
     }
 
@@ -92,11 +98,13 @@ pub fn key_name(key: usize) -> String {
     format!("k{key}")
 }
 
-/// Reads `key` linearizably: `Ok(value)` (`None` for missing), `Err(true)`
-/// on a timeout, `Err(false)` on an error.
-pub async fn read(kv: &mut Kv, key: &str) -> Result<Option<u64>, bool> {
+/// Reads `key` linearizably, or from the member's local state if
+/// `serializable`: `Ok(value)` (`None` for missing), `Err(true)` on a
+/// timeout, `Err(false)` on an error.
+pub async fn read(kv: &mut Kv, key: &str, serializable: bool) -> Result<Option<u64>, bool> {
     let req = RangeRequest {
         key: key.as_bytes().to_vec(),
+        serializable,
         ..Default::default()
     };
     match tokio::time::timeout(OP_TIMEOUT, kv.range(req)).await {
@@ -183,7 +191,7 @@ pub async fn client(shared: Arc<Shared>, index: usize, clients: usize, seed: u64
         let roll = rng.below(100);
         let invoke = shared.now();
         let (op, outcome) = if roll < 40 {
-            let outcome = match read(kv, &name).await {
+            let outcome = match read(kv, &name, shared.local_reads).await {
                 Ok(v) => {
                     shared.set_last(key, v);
                     Outcome::Ok(Some(v))
@@ -260,7 +268,7 @@ pub async fn final_reads(shared: &Shared, process: u64, timeout: Duration) -> us
                 continue;
             };
             let invoke = shared.now();
-            let result = read(&mut kv, &name).await;
+            let result = read(&mut kv, &name, shared.local_reads).await;
             let complete = shared.now();
             let outcome = match result {
                 Ok(v) => Outcome::Ok(Some(v)),
