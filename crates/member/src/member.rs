@@ -513,6 +513,8 @@ impl<T> Member<T> {
         }
         if self.replica.is_leader() {
             self.expire_leases();
+        } else if self.bug(Bug::LeaseExpiryByFollowerClock) {
+            self.revoke_leases_due_here();
         }
         self.reforward();
         if self.ticks.is_multiple_of(ATTRIBUTES_EVERY_TICKS) {
@@ -842,6 +844,35 @@ impl<T> Member<T> {
         let command = kv::Command::LeaseExpire(kv::LeaseExpireRequest { ids: due });
         let (client, seq) = self.leader_session();
         let _ = self.propose_local(client, seq, &command.encode());
+    }
+
+    /// The broken variant `lease-expiry-by-follower-clock`: a follower has
+    /// the leases its own store and clock say are due revoked outright.
+    fn revoke_leases_due_here(&mut self) {
+        let now = self.clock.mono_ms;
+        self.expiring.retain(|_, retry_at| *retry_at > now);
+        let Some(leader) = self.replica.leader().filter(|l| *l != self.me) else {
+            return;
+        };
+        let due: Vec<LeaseId> = self
+            .store
+            .expired_leases(self.now_ms(), EXPIRE_LEASES_PER_TICK_MAX)
+            .into_iter()
+            .filter(|id| !self.expiring.contains_key(id))
+            .collect();
+        for id in due {
+            self.expiring.insert(id, now + EXPIRE_RETRY_MS);
+            let command = kv::Command::LeaseRevoke(kv::LeaseRevokeRequest { id });
+            let (client, seq) = self.client_session();
+            self.outbox.push(Effect::Peer {
+                to: leader,
+                message: PeerMessage::Propose {
+                    client,
+                    seq,
+                    command: command.encode(),
+                },
+            });
+        }
     }
 
     fn execute(&mut self, output: Output) {

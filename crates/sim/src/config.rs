@@ -21,7 +21,17 @@ pub struct Nemesis {
     /// Disk faults: failed fsyncs, full disks, bits flipped at rest (and
     /// crashes then also lose or tear unsynced writes, as always).
     pub disk: bool,
+    /// Clock faults: each life of a node has a monotonic clock running
+    /// fast or slow (by up to [`CLOCK_DRIFT_PPM_MAX`]), and nodes pause,
+    /// frozen for a while (a stalled VM, a long collection) as their clock
+    /// runs on, then take everything that piled up. No wall clock is
+    /// stepped: nothing in a member reads one.
+    pub clock: bool,
 }
+
+/// The largest drift of a node's clock under the clock nemesis, in parts
+/// per million (2%: far beyond a healthy clock, to make drift visible).
+pub const CLOCK_DRIFT_PPM_MAX: u64 = 20_000;
 
 impl Nemesis {
     /// Every fault.
@@ -33,18 +43,25 @@ impl Nemesis {
             duplicate: true,
             delay: true,
             disk: true,
+            clock: true,
         }
     }
 
     /// Whether any fault is on.
     pub fn any(&self) -> bool {
-        self.crash || self.partition || self.loss || self.duplicate || self.delay || self.disk
+        self.crash
+            || self.partition
+            || self.loss
+            || self.duplicate
+            || self.delay
+            || self.disk
+            || self.clock
     }
 }
 
 /// The names the command line accepts.
 pub const NEMESIS_NAMES: &str =
-    "all, none, or a comma list of crash, partition, loss, duplicate, delay, disk";
+    "all, none, or a comma list of crash, partition, loss, duplicate, delay, disk, clock";
 
 impl FromStr for Nemesis {
     type Err = String;
@@ -61,6 +78,7 @@ impl FromStr for Nemesis {
                 "duplicate" => n.duplicate = true,
                 "delay" => n.delay = true,
                 "disk" => n.disk = true,
+                "clock" => n.clock = true,
                 other => return Err(format!("unknown fault {other:?}; expected {NEMESIS_NAMES}")),
             }
         }
@@ -80,6 +98,7 @@ impl fmt::Display for Nemesis {
             (self.duplicate, "duplicate"),
             (self.delay, "delay"),
             (self.disk, "disk"),
+            (self.clock, "clock"),
         ]
         .iter()
         .filter(|(on, _)| *on)

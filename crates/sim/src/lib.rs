@@ -18,7 +18,7 @@ pub mod report;
 pub mod trace;
 pub mod world;
 
-pub use config::{Nemesis, SimConfig};
+pub use config::{CLOCK_DRIFT_PPM_MAX, Nemesis, SimConfig};
 pub use report::RunReport;
 
 /// Runs one seed. An assertion that fails inside the code under test (the

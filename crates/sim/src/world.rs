@@ -23,7 +23,7 @@ use storage::{
     WalOptions,
 };
 
-use crate::config::SimConfig;
+use crate::config::{CLOCK_DRIFT_PPM_MAX, SimConfig};
 use crate::network::{NetConfig, Network};
 use crate::oracle::{Oracle, Violation};
 use crate::report::RunReport;
@@ -277,6 +277,11 @@ struct Node {
     /// When this life of the node began: its monotonic clock starts from
     /// zero there, as the server's does at each start.
     started_at: u64,
+    /// How fast this life's clock runs, in parts per million off true
+    /// time (the clock nemesis; 0 otherwise).
+    drift_ppm: i64,
+    /// Frozen until then (the clock nemesis): inputs wait, the clock runs.
+    paused_until: u64,
 }
 
 /// One client's operation in progress.
@@ -388,6 +393,12 @@ struct LeaseClient {
     leases_done: u64,
 }
 
+/// Liveness: once every fault has healed, some client operation must
+/// complete within this long. It covers a restart, an election with
+/// backoff, a pause the nemesis began just before the heal (up to 2 s),
+/// and a client's retry timer.
+const RECOVERY_US_MAX: u64 = 5_000_000;
+
 /// Watchers per run.
 const WATCHERS: usize = 2;
 /// A watcher whose stream broke reconnects after up to this long.
@@ -418,6 +429,9 @@ pub struct World {
     serializable_reads: Vec<(NodeId, Key, i64, Option<Vec<u8>>)>,
     next_attempt: u64,
     next_value: u64,
+    /// Until then every node draws the same election timeout (the
+    /// dueling-candidates nemesis).
+    lockstep_until: u64,
     oracle: Oracle,
     history: Vec<Operation>,
     trace: Option<Vec<String>>,
@@ -467,6 +481,8 @@ impl World {
                     fill_due: false,
                     turn_due: false,
                     started_at: 0,
+                    drift_ppm: drift_ppm(&config, seed),
+                    paused_until: 0,
                 }
             })
             .collect();
@@ -531,6 +547,7 @@ impl World {
             serializable_reads: Vec::new(),
             next_attempt: 1,
             next_value: 1,
+            lockstep_until: 0,
             history: Vec::new(),
             trace,
             faults_on: true,
@@ -630,6 +647,13 @@ impl World {
     }
 
     fn handle(&mut self, event: Event) {
+        // A paused node takes nothing until it resumes; then it takes it
+        // all, its clock having run on.
+        if let Some(node) = self.paused_target(&event) {
+            let wait = self.nodes[node].paused_until - self.now;
+            self.schedule(wait, event);
+            return;
+        }
         match event {
             Event::Deliver(envelope) => {
                 let to = envelope.to;
@@ -648,7 +672,13 @@ impl World {
             }
             Event::DeliverPeer { from, to, message } => self.deliver_peer(from, to, message),
             Event::Tick(id) => {
-                let random = self.rng.next_u64();
+                // In lockstep every node draws the same election timeout:
+                // followers that lost their leader stand together.
+                let random = if self.now < self.lockstep_until {
+                    0
+                } else {
+                    self.rng.next_u64()
+                };
                 if let Some(node) = self.node_index(id)
                     && let Some(member) = self.member(node)
                 {
@@ -737,6 +767,21 @@ impl World {
         }
     }
 
+    /// The paused node `event` is for, if it is for one.
+    fn paused_target(&self, event: &Event) -> Option<usize> {
+        let id = match event {
+            Event::Deliver(envelope) => envelope.to,
+            Event::DeliverPeer { to, .. } => *to,
+            Event::Tick(id) | Event::Fill(id) => *id,
+            Event::Request { node, .. }
+            | Event::Turn { node, .. }
+            | Event::SnapshotSaved { node, .. } => *node,
+            _ => return None,
+        };
+        let node = self.node_index(id)?;
+        (self.nodes[node].paused_until > self.now).then_some(node)
+    }
+
     fn node_index(&self, id: NodeId) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)
     }
@@ -778,8 +823,11 @@ impl World {
 
     /// The member of a running node, with its clocks set to now.
     fn member(&mut self, node: usize) -> Option<&mut Member<Token>> {
+        let n = &self.nodes[node];
+        let elapsed_us = u128::from(self.now.saturating_sub(n.started_at));
+        let rate = (1_000_000 + i128::from(n.drift_ppm)) as u128;
         let clock = Clock {
-            mono_ms: self.now.saturating_sub(self.nodes[node].started_at) / 1_000,
+            mono_ms: (elapsed_us * rate / 1_000_000_000) as u64,
         };
         let member = self.nodes[node].member.as_mut()?;
         member.set_clock(clock);
@@ -1468,8 +1516,14 @@ impl World {
         let lease = lc.lease;
         // The lease is seen gone now: never before its TTL ran out from
         // the last acknowledged keep-alive.
+        // A leader's clock running fast ends a lease early by its drift.
+        let drift_us = if self.config.nemesis.clock {
+            ttl_us * CLOCK_DRIFT_PPM_MAX / 1_000_000
+        } else {
+            0
+        };
         let early = |acked_at: u64| {
-            (now < acked_at + ttl_us).then(|| {
+            (now + drift_us < acked_at + ttl_us).then(|| {
                 format!(
                     "lease {lease} was gone {} ms after its last acknowledged keep-alive was sent, before its {LEASE_TTL_S} s TTL",
                     (now - acked_at) / 1000
@@ -1807,6 +1861,12 @@ impl World {
         if n.disk {
             choices.extend([4, 4]);
         }
+        if n.clock {
+            choices.push(6);
+        }
+        if n.crash || n.clock {
+            choices.push(7);
+        }
         let Some(&choice) = choices.get(self.rng.random_range(0..choices.len().max(1))) else {
             return;
         };
@@ -1827,6 +1887,8 @@ impl World {
             }
             2 => self.partition(),
             4 => self.disk_fault(),
+            6 => self.pause(),
+            7 => self.dueling_candidates(),
             5 => {
                 let pick = self.rng.random_range(0..64);
                 if let Some((a, b)) = self.network.heal_one(pick) {
@@ -1837,6 +1899,39 @@ impl World {
                 self.network.heal();
                 self.trace(|| "nemesis: heal partition".into());
             }
+        }
+    }
+
+    /// Freezes a node (the leader half the time) for 0.1-2 s: a deposed
+    /// leader that wakes still believing it leads, with a clock that
+    /// jumped.
+    fn pause(&mut self) {
+        let victim = match self.current_leader() {
+            Some(l) if self.rng.random_bool(0.5) => l,
+            _ => self.members[self.rng.random_range(0..self.members.len())],
+        };
+        let Some(node) = self.node_index(victim) else {
+            return;
+        };
+        let pause_us = self.rng.random_range(100_000..2_000_000);
+        self.nodes[node].paused_until = self.now + pause_us;
+        self.trace(|| format!("nemesis: pause n{victim} for {} ms", pause_us / 1000));
+    }
+
+    /// Simultaneous candidates, on purpose: for two seconds every node
+    /// draws the same election timeout, and the leader goes (crashed, or
+    /// paused if only the clock nemesis is on), so the followers, which
+    /// heard its last heartbeat together, stand at once and duel.
+    fn dueling_candidates(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        self.lockstep_until = self.now + 2_000_000;
+        self.trace(|| format!("nemesis: dueling candidates after n{leader} goes"));
+        if self.config.nemesis.crash {
+            self.crash(leader);
+        } else if let Some(node) = self.node_index(leader) {
+            self.nodes[node].paused_until = self.now + 1_000_000;
         }
     }
 
@@ -1877,6 +1972,7 @@ impl World {
         let n = &mut self.nodes[node];
         n.member = None;
         n.store = None;
+        n.paused_until = 0;
         n.incarnation += 1;
         n.fill_due = false;
         n.turn_due = false;
@@ -1948,6 +2044,7 @@ impl World {
         let n = &mut self.nodes[node];
         n.store = Some(store);
         n.started_at = self.now;
+        n.drift_ppm = drift_ppm(&self.config, seed);
         n.member = Some(Member::new(
             Replica::restart(config, durable),
             kv,
@@ -2146,8 +2243,14 @@ impl World {
         self.judge_exactly_once();
         self.judge_serializable_reads();
         let final_reads_done = self.clients.iter().any(|c| c.id == 1 && c.done);
-        if self.first_ok_after_heal.is_none() {
-            self.violate("no operation completed after the faults healed".into());
+        match self.first_ok_after_heal {
+            None => self.violate("no operation completed after the faults healed".into()),
+            Some(at) if at - self.heal_time > RECOVERY_US_MAX => self.violate(format!(
+                "the first operation after the heal completed {} ms after it, beyond the {} ms bound",
+                (at - self.heal_time) / 1000,
+                RECOVERY_US_MAX / 1000
+            )),
+            Some(_) => {}
         }
         if !final_reads_done {
             self.violate("the final reads did not finish after the faults healed".into());
@@ -2243,6 +2346,16 @@ fn client_reply(result: Result<MemberReply, MemberError>) -> Reply {
 
 /// A member's settings in the simulator: small snapshot intervals, so that
 /// runs save, trim, ship and install many.
+/// A node life's clock drift under the clock nemesis, from its seed (so
+/// that runs without it draw the same numbers as before).
+fn drift_ppm(config: &SimConfig, seed: u64) -> i64 {
+    if !config.nemesis.clock {
+        return 0;
+    }
+    let span = 2 * CLOCK_DRIFT_PPM_MAX + 1;
+    (seed % span) as i64 - CLOCK_DRIFT_PPM_MAX as i64
+}
+
 fn member_config(config: &SimConfig, seed: u64) -> MemberConfig {
     MemberConfig {
         request_timeout_ms: REQUEST_TIMEOUT_MS,

@@ -138,6 +138,25 @@ fn a_write_applied_twice_through_a_members_session_is_caught() {
     eprintln!("reforward-twice applied a write twice at seed {seed}: {what}");
 }
 
+/// A follower that has leases revoked by its own view of time ends some
+/// lease before its TTL ran out from the last acknowledged keep-alive: the
+/// lease oracle sees the key gone early. (The only-proposed oracle also
+/// flags the revocation, which no client asked for; this test asks for the
+/// lease oracle's own verdict.)
+#[test]
+fn a_lease_expired_by_a_followers_clock_is_caught_by_the_lease_oracle() {
+    let c = config(3, Some(Bug::LeaseExpiryByFollowerClock));
+    let caught = (1..=1000).find_map(|seed| {
+        sim::run(seed, &c)
+            .violations
+            .into_iter()
+            .find(|v| v.what.starts_with("lease ") && v.what.contains("before its"))
+            .map(|v| (seed, v.what))
+    });
+    let (seed, what) = caught.expect("an early expiry seen within 1000 seeds");
+    eprintln!("lease-expiry-by-follower-clock caught at seed {seed}: {what}");
+}
+
 #[test]
 fn a_watch_that_misses_the_last_event_of_a_batch_is_caught() {
     let (seed, what) = first_caught(Bug::WatchDropsBatchTail).expect("caught within 1000 seeds");

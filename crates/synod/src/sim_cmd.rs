@@ -77,6 +77,8 @@ enum BugArg {
     ReforwardTwice,
     /// Watchers miss the last command's events of a slot with several.
     WatchDropsBatchTail,
+    /// A follower's clock decides a lease's expiry.
+    LeaseExpiryByFollowerClock,
 }
 
 impl From<BugArg> for Bug {
@@ -89,6 +91,7 @@ impl From<BugArg> for Bug {
             BugArg::FollowerReadAtCoreApplied => Bug::FollowerReadAtCoreApplied,
             BugArg::ReforwardTwice => Bug::ReforwardTwice,
             BugArg::WatchDropsBatchTail => Bug::WatchDropsBatchTail,
+            BugArg::LeaseExpiryByFollowerClock => Bug::LeaseExpiryByFollowerClock,
         }
     }
 }
@@ -339,6 +342,7 @@ fn print_summary(t: &Totals, config: &SimConfig) {
     let mut recovery = t.recovery_us.clone();
     recovery.sort_unstable();
     let median_recovery = recovery.get(recovery.len() / 2).copied().unwrap_or(0);
+    let max_recovery = recovery.last().copied().unwrap_or(0);
     println!(
         "{} runs, {} nodes, nemesis {}: {} with violations, {} undecided by the checker",
         t.runs,
@@ -357,12 +361,13 @@ fn print_summary(t: &Totals, config: &SimConfig) {
         t.info
     );
     println!(
-        "leader changes: {} ({:.2} per run); crashes: {}; starts refused on corrupt data: {}; recovery after heal: median {:.0} ms",
+        "leader changes: {} ({:.2} per run); crashes: {}; starts refused on corrupt data: {}; recovery after heal: median {:.0} ms, max {:.0} ms",
         t.leader_changes,
         t.leader_changes as f64 / t.runs.max(1) as f64,
         t.crashes,
         t.refused_starts,
-        median_recovery as f64 / 1000.0
+        median_recovery as f64 / 1000.0,
+        max_recovery as f64 / 1000.0
     );
     println!(
         "commits: {} slots, {:.0} per simulated second, {:.0} per CPU-second of simulation; the fullest slot held {} command{}",

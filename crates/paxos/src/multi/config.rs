@@ -92,4 +92,9 @@ pub enum Bug {
     /// (In the member.) The watchers miss the events of the last command
     /// of a slot that carries several.
     WatchDropsBatchTail,
+    /// (In the member.) A follower decides lease expiry by its own view:
+    /// when its clock says a lease is due, it has the lease revoked, though
+    /// keep-alives it has not applied yet (or a leader's clock) say
+    /// otherwise.
+    LeaseExpiryByFollowerClock,
 }
