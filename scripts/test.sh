@@ -10,12 +10,13 @@ SEEDS5=${SYNOD_SIM_SEEDS5:-1..301}
 step() { printf '\n==> %s\n' "$*"; }
 
 # What the tests need beyond cargo: Debian's etcdctl (the integration tests
-# drive a real cluster with it) and protoc (the etcd-client crate, used by
-# the Rust client tests, compiles its protos at build time). synod itself
-# needs neither.
+# drive a real cluster with it), protoc (the etcd-client crate, used by the
+# Rust client tests, compiles its protos at build time) and libfaketime (the
+# torture test steps members' wall clocks with it). synod itself needs none.
 need=()
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v faketime >/dev/null || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
   step "installing ${need[*]}"
   sudo=""

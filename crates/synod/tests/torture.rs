@@ -1,7 +1,8 @@
 //! `synod torture` end to end: a short run under every fault is
-//! linearizable, the unsafe local-read configuration is caught by the
-//! checker, and a power loss (every member SIGKILLed at once) loses no
-//! acknowledged write. Every process is killed at the end, even when an
+//! linearizable, stale local reads recorded as linearizable are caught by
+//! the checker, a power loss (every member SIGKILLed at once) loses no
+//! acknowledged write, wall-clock steps change no lease, and the lease
+//! oracle can fail. Every process is killed at the end, even when an
 //! assertion fails: the guard kills the torture process and then every
 //! member pid it recorded in DIR/pids.
 
@@ -144,4 +145,68 @@ fn power_loss_keeps_every_acknowledged_write() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("power loss: PASS"), "{out}");
+}
+
+/// Wall-clock steps of two hours either way on running members (libfaketime,
+/// installed by scripts/test.sh; the test fails without it) change no
+/// lease: no key goes early or late, and the history stays linearizable.
+#[test]
+fn wall_clock_steps_change_no_lease() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (code, out) = torture(
+        "torture-clock",
+        &[
+            "--seed",
+            "1",
+            "--nodes",
+            "3",
+            "--clients",
+            "3",
+            "--duration-secs",
+            "15",
+            "--faults",
+            "clock",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("wall clock +2h") || out.contains("wall clock -2h"),
+        "{out}"
+    );
+    assert!(out.contains("none early, none late"), "{out}");
+    let held: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("leases: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("lease count");
+    assert!(held >= 2, "too few leases to mean anything: {held}\n{out}");
+}
+
+/// The lease oracle can fail: told to expect twice the TTL it granted, it
+/// sees keys go early and the run fails.
+#[test]
+fn the_lease_oracle_rejects_keys_that_go_before_their_ttl() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (code, out) = torture(
+        "torture-lease-oracle",
+        &[
+            "--seed",
+            "2",
+            "--nodes",
+            "3",
+            "--clients",
+            "2",
+            "--duration-secs",
+            "12",
+            "--faults",
+            "none",
+            "--unsafe-double-lease-ttl",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NOT as granted"), "{out}");
+    assert!(out.contains("linearizable: yes"), "{out}");
 }

@@ -38,6 +38,25 @@ pub struct ClusterConfig {
     pub dir: PathBuf,
     /// Number of members.
     pub nodes: usize,
+    /// libfaketime, to run every member under a wall clock the nemesis can
+    /// step (the monotonic clock left true); `None`: the real clock.
+    pub faketime: Option<PathBuf>,
+}
+
+/// Where libfaketime lives on Debian (the `faketime` package) and on other
+/// common layouts; `SYNOD_LIBFAKETIME` names another.
+pub fn find_libfaketime() -> Option<PathBuf> {
+    let named = std::env::var_os("SYNOD_LIBFAKETIME").map(PathBuf::from);
+    let known = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+        "/usr/local/lib/faketime/libfaketime.so.1",
+    ];
+    named
+        .into_iter()
+        .chain(known.iter().map(PathBuf::from))
+        .find(|p| p.is_file())
 }
 
 /// The running cluster.
@@ -167,11 +186,44 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        if let Some(lib) = &self.config.faketime {
+            // The offset is read from a file, at most once a second, so the
+            // nemesis can step a running member's wall clock.
+            let file = self.clock_file(i);
+            if !file.exists() {
+                std::fs::write(&file, "+0").context("write a member's clock offset")?;
+            }
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &file)
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         let child = cmd.spawn().context("start synod node")?;
         self.members[i].child = Some(child);
         self.members[i].paused = false;
         self.write_pids();
         Ok(())
+    }
+
+    fn clock_file(&self, i: usize) -> PathBuf {
+        self.config
+            .dir
+            .join(format!("{}.faketime", self.members[i].name))
+    }
+
+    /// Whether the members run under libfaketime.
+    pub fn can_step_clocks(&self) -> bool {
+        self.config.faketime.is_some()
+    }
+
+    /// Steps member `i`'s wall clock to `offset` from true time (libfaketime's
+    /// form: "+2h", "-2h", "+0"); its monotonic clock does not move. An
+    /// error if the cluster runs without libfaketime.
+    pub fn step_clock(&self, i: usize, offset: &str) -> anyhow::Result<()> {
+        if self.config.faketime.is_none() {
+            anyhow::bail!("clock faults need libfaketime");
+        }
+        std::fs::write(self.clock_file(i), offset).context("step a member's wall clock")
     }
 
     /// SIGKILLs member `i` (resuming it first if paused).
@@ -239,6 +291,9 @@ impl Cluster {
     pub fn heal_all(&mut self) -> anyhow::Result<()> {
         self.heal_links();
         for i in 0..self.members.len() {
+            if self.config.faketime.is_some() {
+                self.step_clock(i, "+0")?;
+            }
             if self.members[i].paused {
                 self.resume(i);
             }

@@ -1,14 +1,17 @@
-//! `synod torture`: real `synod node` processes under crashes, pauses and
-//! partitions while clients record every operation; then the history is
-//! checked.
+//! `synod torture`: real `synod node` processes under crashes, pauses,
+//! partitions and wall-clock steps while clients record every operation;
+//! then the history is checked, and a lease holder's key is judged by the
+//! lease oracle (`leases.rs`).
 //!
 //! A cluster of `--nodes` members runs on loopback; every directed peer
 //! link i -> j goes through a proxy the nemesis can cut. `--clients`
 //! clients read, write unique values and compare-and-set on `--keys` keys
 //! through the etcd v3 API. A nemesis drawn from `--seed` SIGKILLs and
 //! restarts members (the leader half of the time), SIGSTOPs and SIGCONTs
-//! them, and partitions the cluster (majority/minority, isolated leader,
-//! bridge), healing each fault after a while and everything at the end.
+//! them, partitions the cluster (majority/minority, isolated leader,
+//! bridge), and steps members' wall clocks by two hours either way under
+//! libfaketime (their monotonic clocks untouched), healing each fault after
+//! a while and everything at the end.
 //! The history (docs/HISTORY.md) goes to `--history` or DIR/history.jsonl.
 //!
 //! Exit status: 0 linearizable, 1 not, 3 the checker gave up undecided,
@@ -17,6 +20,7 @@
 //! write is still there (exit 0 if so, 1 if not).
 
 mod cluster;
+mod leases;
 mod proxy;
 mod workload;
 
@@ -30,13 +34,15 @@ use anyhow::{Context, bail};
 use check::{Limits, Outcome, Verdict};
 use clap::{Args, ValueEnum};
 
-use cluster::{Cluster, ClusterConfig};
+use cluster::{Cluster, ClusterConfig, find_libfaketime};
+use leases::LeaseOracle;
 use workload::{Rng, Shared};
 
 /// Which faults the nemesis injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Faults {
-    /// Kills, pauses and partitions.
+    /// Kills, pauses, partitions, and wall-clock steps if libfaketime is
+    /// installed.
     All,
     /// Partitions only.
     Partition,
@@ -44,6 +50,9 @@ pub enum Faults {
     Kill,
     /// Pauses only.
     Pause,
+    /// Wall-clock steps of two hours either way on running members, by
+    /// libfaketime (Debian's `faketime`); the monotonic clock untouched.
+    Clock,
     /// No faults.
     None,
 }
@@ -76,6 +85,10 @@ pub struct TortureArgs {
     /// `synod node` has no unsafe read path.
     #[arg(long)]
     unsafe_local_reads: bool,
+    /// UNSAFE: the lease oracle believes every TTL is twice what was
+    /// granted, to show it rejects the keys that then seem to go early.
+    #[arg(long)]
+    unsafe_double_lease_ttl: bool,
     /// Where to write the history (default: DIR/history.jsonl).
     #[arg(long)]
     history: Option<PathBuf>,
@@ -112,10 +125,24 @@ pub fn run(args: TortureArgs) -> anyhow::Result<ExitCode> {
         .history
         .clone()
         .unwrap_or_else(|| dir.join("history.jsonl"));
+    let faketime = match args.faults {
+        Faults::Clock => Some(find_libfaketime().context(
+            "--faults clock needs libfaketime (Debian's faketime package; or SYNOD_LIBFAKETIME=PATH)",
+        )?),
+        Faults::All if !args.power_loss => {
+            let found = find_libfaketime();
+            if found.is_none() {
+                println!("note: no libfaketime, so no wall-clock steps (install Debian's faketime)");
+            }
+            found
+        }
+        _ => None,
+    };
     let config = ClusterConfig {
         bin,
         dir,
         nodes: args.nodes,
+        faketime,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -169,6 +196,17 @@ async fn torture(
     }
     let urls = (0..args.nodes).map(|i| cluster.client_url(i)).collect();
     let shared = Shared::new(start, urls, args.keys, args.unsafe_local_reads);
+    // Only wall-clock steps leave leadership alone: then lateness is judged.
+    let lease_oracle = Arc::new(LeaseOracle::new(
+        (0..args.nodes).map(|i| cluster.client_url(i)).collect(),
+        matches!(args.faults, Faults::Clock | Faults::None),
+        args.unsafe_double_lease_ttl,
+    ));
+    let lease_task = tokio::spawn({
+        let oracle = Arc::clone(&lease_oracle);
+        let seed = args.seed;
+        async move { oracle.run(seed).await }
+    });
     let workload_start = shared.now();
     let clients: Vec<_> = (0..args.clients)
         .map(|i| {
@@ -216,6 +254,15 @@ async fn torture(
         {
             abort.abort();
         }
+    }
+    lease_oracle.stop.store(true, Ordering::Relaxed);
+    let abort = lease_task.abort_handle();
+    // The lease in hand runs to its end: its TTL and the lateness bound.
+    if tokio::time::timeout(Duration::from_secs(20), lease_task)
+        .await
+        .is_err()
+    {
+        abort.abort();
     }
     let final_reads = workload::final_reads(&shared, 1_000_000, Duration::from_secs(20)).await;
     drop(cluster);
@@ -280,20 +327,28 @@ async fn torture(
             ),
         }
     }
+    let leases = lease_oracle.findings();
+    let verdict = if !leases.problems.is_empty() {
+        format!("NOT as granted: {}", leases.problems.join("; "))
+    } else if matches!(args.faults, Faults::Clock | Faults::None) {
+        "none early, none late".to_string()
+    } else {
+        "none early (lateness not judged across leader changes)".to_string()
+    };
+    println!("leases: {} held to the end, {verdict}", leases.checked);
+    let linearizable = match &report.verdict {
+        Verdict::Linearizable => "yes",
+        Verdict::NotLinearizable { .. } => "NO",
+        Verdict::Unknown { .. } => "undecided",
+    };
+    println!("linearizable: {linearizable}");
+    println!("{}", report.verdict);
+    // A lease broken is as bad as a history that is not linearizable.
     let code = match &report.verdict {
-        Verdict::Linearizable => 0,
-        Verdict::NotLinearizable { .. } => 1,
+        Verdict::Linearizable if leases.problems.is_empty() => 0,
+        Verdict::Linearizable | Verdict::NotLinearizable { .. } => 1,
         Verdict::Unknown { .. } => 3,
     };
-    println!(
-        "linearizable: {}",
-        match code {
-            0 => "yes",
-            1 => "NO",
-            _ => "undecided",
-        }
-    );
-    println!("{}", report.verdict);
     Ok(ExitCode::from(code))
 }
 
@@ -346,9 +401,12 @@ async fn nemesis(
             Faults::Kill => 0,
             Faults::Pause => 1,
             Faults::Partition => 2,
+            Faults::Clock => 3,
             Faults::All => match rng.below(100) {
-                0..35 => 0,
-                35..60 => 1,
+                0..30 => 0,
+                30..50 => 1,
+                50..85 => 2,
+                _ if cluster.can_step_clocks() => 3,
                 _ => 2,
             },
         };
@@ -382,6 +440,21 @@ async fn nemesis(
                 tokio::time::sleep(ms(rng.between(1000, 2000))).await;
                 cluster.resume(victim);
                 format!("SIGCONT of {name}")
+            }
+            3 => {
+                let victim = pick(rng, leader, n);
+                let name = cluster.members[victim].name.clone();
+                let offset = if rng.chance(50) { "+2h" } else { "-2h" };
+                let tag = if Some(victim) == leader {
+                    " (leader)"
+                } else {
+                    ""
+                };
+                println!("[{:7.3}] step {name}'s wall clock {offset}{tag}", secs(t));
+                cluster.step_clock(victim, offset)?;
+                tokio::time::sleep(ms(rng.between(3000, 6000))).await;
+                cluster.step_clock(victim, "+0")?;
+                format!("{name}'s wall clock back to true time")
             }
             _ => {
                 let order = shuffled(rng, n);
