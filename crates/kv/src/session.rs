@@ -66,7 +66,13 @@ impl Session {
         let floor = self.latest().saturating_sub(SESSION_WINDOW);
         if floor > self.floor {
             self.floor = floor;
-            self.answers = self.answers.split_off(&(floor + 1));
+            while self
+                .answers
+                .first_key_value()
+                .is_some_and(|(&s, _)| s <= floor)
+            {
+                self.answers.pop_first();
+            }
         }
         self.answers.len()
     }

@@ -389,3 +389,94 @@ fn check_record(r: &Record, value: &[u8], revision: i64) -> Result<(), SnapshotE
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{ApplyContext, Command};
+    use crate::session::SessionOutcome;
+    use crate::types::PutRequest;
+
+    /// The sessions section as format 1 wrote it: one answer per client.
+    fn sessions_format_one(store: &Store) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut e = Enc::new(&mut out);
+        e.len(store.sessions.clients.len());
+        for (&client, s) in store.sessions.clients.iter() {
+            let (&seq, answer) = s.answers.last_key_value().expect("an answer");
+            e.u64(client);
+            e.u64(seq);
+            e.u64(s.last_ms);
+            answer.result().encode(&mut e);
+        }
+        out
+    }
+
+    /// The sessions section as this build writes it.
+    fn sessions_now(store: &Store) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut e = Enc::new(&mut out);
+        e.len(store.sessions.clients.len());
+        for (&client, s) in store.sessions.clients.iter() {
+            e.u64(client);
+            e.u64(s.floor);
+            e.u64(s.last_ms);
+            e.len(s.answers.len());
+            for (&seq, answer) in &s.answers {
+                e.u64(seq);
+                answer.result().encode(&mut e);
+            }
+        }
+        out
+    }
+
+    /// A data directory written before the window keeps working: a format-1
+    /// image restores, its retries are answered from the table, and the
+    /// commands before a client's last are stale, as they were.
+    #[test]
+    fn a_format_one_snapshot_restores_with_the_same_answers() {
+        let mut store = Store::default();
+        let put = |v: &str| {
+            Command::Put(PutRequest {
+                key: b"k".to_vec(),
+                value: v.as_bytes().to_vec(),
+                ..PutRequest::default()
+            })
+        };
+        let ctx = ApplyContext { now_ms: 5 };
+        for (client, seq) in [(1, 1), (2, 7), (3, 1)] {
+            let outcome = store.apply_session(client, seq, &put("x"), ctx);
+            assert!(matches!(outcome, SessionOutcome::Applied(Ok(_))));
+        }
+        let image = store.snapshot();
+        let body = &image[..image.len() - 8];
+        let now = sessions_now(&store);
+        assert!(body.ends_with(&now), "the sessions end the image");
+        let mut old = body[..body.len() - now.len()].to_vec();
+        old[MAGIC.len()] = SNAPSHOT_FORMAT_ONE_ANSWER;
+        old.extend_from_slice(&sessions_format_one(&store));
+        let trailer = CRC_TAG << 32 | u64::from(crc32c::crc32c(&old));
+        old.extend_from_slice(&trailer.to_le_bytes());
+
+        let mut restored = Store::restore(&old, Limits::default()).expect("format 1 restores");
+        assert_eq!(restored.revision(), store.revision());
+        assert_eq!(restored.session_count(), 3);
+        for (client, seq) in [(1, 1), (2, 7), (3, 1)] {
+            assert!(matches!(
+                restored.apply_session(client, seq, &put("retry"), ctx),
+                SessionOutcome::Duplicate(Ok(_))
+            ));
+        }
+        assert_eq!(
+            restored.apply_session(2, 6, &put("older"), ctx),
+            SessionOutcome::Stale { latest_seq: 7 }
+        );
+        assert_eq!(
+            restored.revision(),
+            store.revision(),
+            "nothing applied twice"
+        );
+        // Written again, it is format 2.
+        assert_eq!(restored.snapshot()[MAGIC.len()], SNAPSHOT_FORMAT);
+    }
+}
