@@ -129,6 +129,7 @@ pub fn parse_event(line: &str) -> Result<Event, String> {
             let v = value_of(value, "a write's value")?.ok_or("a write needs a value")?;
             (Op::Write(v), None)
         }
+        Some("delete") => (Op::Delete, None),
         Some("cas") => {
             let pair = value
                 .as_array()
@@ -138,7 +139,7 @@ pub fn parse_event(line: &str) -> Result<Event, String> {
             let new = value_of(&pair[1], "a cas's new value")?.ok_or("a cas needs a new value")?;
             (Op::Cas { expected, new }, None)
         }
-        _ => return Err("\"f\" must be read, write or cas".into()),
+        _ => return Err("\"f\" must be read, write, delete or cas".into()),
     };
     Ok(Event {
         process,
@@ -233,6 +234,7 @@ pub fn write(ops: &[Operation], out: &mut String) {
         let (f, value) = match &op.op {
             Op::Read => ("read", Json::Null),
             Op::Write(v) => ("write", Json::from(*v)),
+            Op::Delete => ("delete", Json::Null),
             Op::Cas { expected, new } => (
                 "cas",
                 Json::from(vec![

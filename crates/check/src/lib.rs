@@ -57,6 +57,9 @@ pub enum Op {
     Read,
     /// `put(key, value)`.
     Write(Value),
+    /// `delete(key)`: the key is absent afterwards, whether or not it was
+    /// there.
+    Delete,
     /// Compare-and-set: if the current value equals `expected` then store
     /// `new`. `expected == None` means "the key is absent".
     Cas {
@@ -224,6 +227,7 @@ impl fmt::Display for Op {
         match self {
             Op::Read => write!(f, "read"),
             Op::Write(v) => write!(f, "write {v}"),
+            Op::Delete => write!(f, "delete"),
             Op::Cas { expected, new } => {
                 write!(f, "cas {} -> {new}", ValueOrAbsent(*expected))
             }

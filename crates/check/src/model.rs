@@ -15,6 +15,8 @@ pub(crate) enum Kind {
     Read(State),
     /// Unconditionally sets the value.
     Write(Value),
+    /// Unconditionally makes the key absent.
+    Delete,
     /// Must observe `expected`, then sets `new`.
     Cas { expected: State, new: Value },
     /// Must observe anything but `expected`; no effect.
@@ -27,15 +29,26 @@ impl Kind {
         match self {
             Kind::Read(v) => (state == v).then_some(state),
             Kind::Write(v) => Some(Some(v)),
+            Kind::Delete => Some(None),
             Kind::Cas { expected, new } => (state == expected).then_some(Some(new)),
             Kind::CasFail { expected } => (state != expected).then_some(state),
         }
     }
 
-    /// Value this operation writes, if it writes one.
+    /// Value this operation writes, if it writes one (a delete writes
+    /// none: it leaves the key absent).
     pub(crate) fn written(self) -> Option<Value> {
         match self {
             Kind::Write(v) | Kind::Cas { new: v, .. } => Some(v),
+            Kind::Read(_) | Kind::CasFail { .. } | Kind::Delete => None,
+        }
+    }
+
+    /// The state this operation leaves, if it changes the register.
+    pub(crate) fn writes(self) -> Option<State> {
+        match self {
+            Kind::Write(v) | Kind::Cas { new: v, .. } => Some(Some(v)),
+            Kind::Delete => Some(None),
             Kind::Read(_) | Kind::CasFail { .. } => None,
         }
     }
@@ -44,7 +57,7 @@ impl Kind {
     pub(crate) fn compared(self) -> Option<Value> {
         match self {
             Kind::Read(v) | Kind::Cas { expected: v, .. } | Kind::CasFail { expected: v } => v,
-            Kind::Write(_) => None,
+            Kind::Write(_) | Kind::Delete => None,
         }
     }
 
@@ -52,7 +65,7 @@ impl Kind {
     fn needed(self) -> Option<Value> {
         match self {
             Kind::Read(v) | Kind::Cas { expected: v, .. } => v,
-            Kind::Write(_) | Kind::CasFail { .. } => None,
+            Kind::Write(_) | Kind::Delete | Kind::CasFail { .. } => None,
         }
     }
 }
@@ -82,6 +95,9 @@ pub(crate) fn prepare(op: &Operation, orig: usize) -> Option<Prepared> {
         (Op::Write(v), Outcome::Ok(_)) => (Kind::Write(*v), Some(ret)),
         (Op::Write(v), Outcome::Info) => (Kind::Write(*v), None),
         (Op::Write(_), Outcome::Fail) => return None,
+        (Op::Delete, Outcome::Ok(_)) => (Kind::Delete, Some(ret)),
+        (Op::Delete, Outcome::Info) => (Kind::Delete, None),
+        (Op::Delete, Outcome::Fail) => return None,
         (&Op::Cas { expected, new }, Outcome::Ok(_)) => (Kind::Cas { expected, new }, Some(ret)),
         (&Op::Cas { expected, .. }, Outcome::Fail) => (Kind::CasFail { expected }, Some(ret)),
         // An unknown Cas either matched and wrote, or had no effect at all,

@@ -11,7 +11,8 @@
 //! linearizable at all, it has a linearization in which every optional op
 //! that is used belongs to a *chain* placed right before a required op that
 //! is illegal in the state before the chain and legal after it, where each
-//! chain member after the first is a Cas enabled by its predecessor. (Any
+//! chain member after the first is a Cas enabled by its predecessor (the
+//! first may be a write, a delete or a Cas). (Any
 //! other use can be moved later or deleted: an optional op has no deadline,
 //! and moving it past an op that does not need it changes nothing that op
 //! observes; a chain followed by an op legal without it can be moved past
@@ -23,8 +24,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::Operation;
 use crate::model::{self, Kind, Optional, Plan, Required, State};
-use crate::{Operation, Value};
 
 /// Result of checking one key.
 pub(crate) struct KeyResult {
@@ -82,8 +83,8 @@ struct Node {
 /// What must be produced by a rescue chain.
 #[derive(Clone, Copy, Debug)]
 enum Want {
-    /// The register must end up holding this value.
-    Is(Value),
+    /// The register must end up in this state (a value, or absent).
+    Is(State),
     /// The register must end up holding anything but this.
     Not(State),
 }
@@ -135,8 +136,9 @@ struct Search<'a> {
     shields: &'a [u64],
     /// State after a shield has been placed.
     wild: State,
-    /// For each value, the optional ops that write it (ascending index).
-    producers: HashMap<Value, Vec<usize>>,
+    /// For each state, the optional ops that leave it (ascending index):
+    /// writers of a value, and deletes for absence.
+    producers: HashMap<State, Vec<usize>>,
     nodes: Vec<Node>,
     /// Index of the tail sentinel.
     tail: usize,
@@ -192,10 +194,10 @@ impl<'a> Search<'a> {
                 debug_assert_ne!(node.partner, NONE, "call without return");
             }
         }
-        let mut producers: HashMap<Value, Vec<usize>> = HashMap::new();
+        let mut producers: HashMap<State, Vec<usize>> = HashMap::new();
         for (i, o) in plan.optional.iter().enumerate() {
-            if let Some(v) = o.kind.written() {
-                producers.entry(v).or_default().push(i);
+            if let Some(s) = o.kind.writes() {
+                producers.entry(s).or_default().push(i);
             }
         }
         let zobrist = (0..required.len() as u64)
@@ -280,20 +282,16 @@ impl<'a> Search<'a> {
             budget,
         };
         let want = match kind {
-            Kind::Read(Some(v))
-            | Kind::Cas {
-                expected: Some(v), ..
-            } => Want::Is(v),
+            // Absence too: an optional delete may rescue it.
+            Kind::Read(s) | Kind::Cas { expected: s, .. } => Want::Is(s),
             Kind::CasFail { expected } => {
                 if self.shields.partition_point(|&t| t <= deadline) > now.used {
                     finder.found.push(Rescue::Shield);
                 }
                 Want::Not(expected)
             }
-            // Nothing ever makes the key absent again; writes are always legal.
-            Kind::Read(None) | Kind::Cas { expected: None, .. } | Kind::Write(_) => {
-                return finder.found;
-            }
+            // Writes and deletes are always legal.
+            Kind::Write(_) | Kind::Delete => return finder.found,
         };
         finder.find(want);
         finder.found
@@ -524,22 +522,20 @@ impl ChainFinder<'_, '_> {
             return true;
         }
         let kind = self.search.optional[o].kind;
-        let Some(v) = kind.written() else {
+        let Some(leaves) = kind.writes() else {
             return true;
         };
-        if matches!(want, Want::Not(e) if e == Some(v)) {
+        if matches!(want, Want::Not(e) if e == leaves) {
             return true;
         }
         match kind {
             Kind::Cas { expected, .. } if expected != self.state => {
-                // Needs its own predecessor writing `expected`. (Nothing
-                // writes absence, and chains that pass through the starting
-                // state again are pointless, so neither is explored.)
-                if let Some(e) = expected {
-                    self.suffix.push(o);
-                    self.find(Want::Is(e));
-                    self.suffix.pop();
-                }
+                // Needs its own predecessor leaving `expected` (a write, a
+                // delete for absence, or a Cas). Chains that pass through
+                // the starting state again are pointless: not explored.
+                self.suffix.push(o);
+                self.find(Want::Is(expected));
+                self.suffix.pop();
             }
             _ => {
                 let mut chain = Vec::with_capacity(self.suffix.len() + 1);

@@ -30,7 +30,7 @@ fn needed(op: &Operation) -> Option<Value> {
 fn written(op: &Operation) -> Option<Value> {
     match op.op {
         Op::Write(v) | Op::Cas { new: v, .. } => Some(v),
-        Op::Read => None,
+        Op::Read | Op::Delete => None,
     }
 }
 
@@ -39,14 +39,15 @@ fn written(op: &Operation) -> Option<Value> {
 fn relevant(op: &Operation) -> bool {
     match (&op.op, &op.outcome) {
         (Op::Read, Outcome::Ok(Some(_))) => true,
-        (Op::Read, _) | (Op::Write(_), Outcome::Fail) => false,
+        (Op::Read, _) | (Op::Write(_) | Op::Delete, Outcome::Fail) => false,
         _ => true,
     }
 }
 
 /// Whether `op` certainly changed the register when it completed.
 fn completed_write(op: &Operation) -> bool {
-    matches!(op.op, Op::Write(_) | Op::Cas { .. }) && matches!(op.outcome, Outcome::Ok(_))
+    matches!(op.op, Op::Write(_) | Op::Delete | Op::Cas { .. })
+        && matches!(op.outcome, Outcome::Ok(_))
 }
 
 /// Appends `i` unless it is already present or the window is full.

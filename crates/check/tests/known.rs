@@ -455,3 +455,63 @@ fn window_is_capped_at_a_dozen() {
     // The rest is in invocation order.
     assert!(window[1..].windows(2).all(|w| w[0].invoke <= w[1].invoke));
 }
+
+fn delete(p: u64, inv: u64, comp: u64) -> Operation {
+    op(p, "k", Op::Delete, inv, Some(comp), Outcome::Ok(None))
+}
+
+fn delete_info(p: u64, inv: u64) -> Operation {
+    op(p, "k", Op::Delete, inv, None, Outcome::Info)
+}
+
+#[test]
+fn a_delete_makes_the_key_absent_again() {
+    assert_linearizable(&[
+        write(1, 1, 0, 10),
+        delete(2, 20, 30),
+        read(3, None, 40, 50),
+        cas(4, None, 2, 60, 70, true),
+        read(3, Some(2), 80, 90),
+    ]);
+}
+
+#[test]
+fn a_value_read_after_a_completed_delete_is_a_violation() {
+    let window = assert_violation(&[
+        write(1, 1, 0, 10),
+        delete(2, 20, 30),
+        read(3, Some(1), 40, 50),
+    ]);
+    assert_eq!(window[0].op, Op::Read);
+}
+
+#[test]
+fn absence_after_a_write_needs_a_delete() {
+    // No delete at all: absence after the write completed is impossible.
+    assert_violation(&[write(1, 1, 0, 10), read(3, None, 40, 50)]);
+    // A delete whose outcome is unknown may explain it, as may a failed
+    // Cas expecting a value that the delete removed.
+    assert_linearizable(&[
+        write(1, 1, 0, 10),
+        delete_info(2, 15),
+        read(3, None, 40, 50),
+        cas(4, Some(1), 5, 60, 70, false),
+    ]);
+    // But not before the delete was invoked.
+    assert_violation(&[
+        write(1, 1, 0, 10),
+        read(3, None, 20, 30),
+        delete_info(2, 35),
+    ]);
+}
+
+#[test]
+fn a_delete_round_trips_through_the_history_format() {
+    let history = vec![delete(2, 20, 30), delete_info(3, 40)];
+    let mut text = String::new();
+    check::history::write(&history, &mut text);
+    assert!(text.contains("\"f\":\"delete\""), "{text}");
+    let parsed = check::history::parse(&text).expect("parses");
+    assert_eq!(parsed.len(), 2);
+    assert!(parsed.iter().all(|o| o.op == Op::Delete));
+}

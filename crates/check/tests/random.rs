@@ -57,6 +57,10 @@ fn apply(store: &mut HashMap<String, Value>, op: &Operation) -> Outcome {
             Outcome::Ok(None)
         }
         Op::Cas { .. } => Outcome::Fail,
+        Op::Delete => {
+            store.remove(&op.key);
+            Outcome::Ok(None)
+        }
     }
 }
 
@@ -227,7 +231,7 @@ fn stale_candidate(history: &[Operation]) -> Option<(usize, Value)> {
             {
                 let value = match w.op {
                     Op::Write(v) | Op::Cas { new: v, .. } => v,
-                    Op::Read => continue,
+                    Op::Read | Op::Delete => continue,
                 };
                 if w.complete.is_some_and(|c1| c1 < w2.invoke)
                     && read.outcome != Outcome::Ok(Some(Some(value)))

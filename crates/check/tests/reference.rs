@@ -1,6 +1,6 @@
 //! Cross-checks the checker against a brute-force reference on many small
 //! random histories (linearizable or not), including duplicate values,
-//! Info operations and failed Cas ops: the checker's pruning (shields,
+//! Info operations, failed Cas ops and deletes: the checker's pruning (shields,
 //! canonical placement of optional ops, dominance) must never change the
 //! answer.
 
@@ -43,6 +43,7 @@ struct RefOp {
 enum RefKind {
     Read(Option<Value>),
     Write(Value),
+    Delete,
     Cas(Option<Value>, Value),
     CasFail(Option<Value>),
 }
@@ -52,6 +53,7 @@ impl RefKind {
         match self {
             RefKind::Read(v) => (v == state).then_some(state),
             RefKind::Write(v) => Some(Some(v)),
+            RefKind::Delete => Some(None),
             RefKind::Cas(e, n) => (e == state).then_some(Some(n)),
             RefKind::CasFail(e) => (e != state).then_some(state),
         }
@@ -72,7 +74,9 @@ fn to_ref(o: &Operation) -> Option<RefOp> {
     };
     match (&o.op, &o.outcome) {
         (Op::Read, Outcome::Ok(Some(v))) => Some(required(RefKind::Read(*v))),
-        (Op::Read, _) | (Op::Write(_), Outcome::Fail) => None,
+        (Op::Read, _) | (Op::Write(_) | Op::Delete, Outcome::Fail) => None,
+        (Op::Delete, Outcome::Ok(_)) => Some(required(RefKind::Delete)),
+        (Op::Delete, Outcome::Info) => Some(optional(RefKind::Delete)),
         (Op::Write(v), Outcome::Ok(_)) => Some(required(RefKind::Write(*v))),
         (Op::Write(v), Outcome::Info) => Some(optional(RefKind::Write(*v))),
         (Op::Cas { expected, new }, Outcome::Ok(_)) => {
@@ -128,8 +132,9 @@ fn reference(ops: &[RefOp]) -> bool {
 /// A random single-key history of 2..=9 operations. With `unique`, every
 /// write/Cas writes a distinct value; otherwise values come from {1, 2, 3}.
 /// Reads and Cas expectations pick from the values written in the history
-/// (or absence), so most histories need a real search to decide.
-fn random_history(rng: &mut Rng, unique: bool) -> Vec<Operation> {
+/// (or absence), so most histories need a real search to decide. With
+/// `deletes`, a quarter of the writes are deletes instead.
+fn random_history(rng: &mut Rng, unique: bool, deletes: bool) -> Vec<Operation> {
     let n = 2 + rng.below(11);
     let written: Vec<Value> = (0..n)
         .map(|i| if unique { 10 + i } else { 1 + rng.below(3) })
@@ -153,7 +158,11 @@ fn random_history(rng: &mut Rng, unique: bool) -> Vec<Operation> {
                     },
                 ),
                 1 => (
-                    Op::Write(written[i as usize]),
+                    if deletes && rng.below(4) == 0 {
+                        Op::Delete
+                    } else {
+                        Op::Write(written[i as usize])
+                    },
                     match rng.below(5) {
                         0 => Outcome::Fail,
                         1 | 2 => Outcome::Info,
@@ -185,11 +194,11 @@ fn random_history(rng: &mut Rng, unique: bool) -> Vec<Operation> {
         .collect()
 }
 
-fn cross_check(seeds: std::ops::Range<u64>, unique: bool) -> (usize, usize) {
+fn cross_check(seeds: std::ops::Range<u64>, unique: bool, deletes: bool) -> (usize, usize) {
     let (mut yes, mut no) = (0, 0);
     for seed in seeds {
         let mut rng = Rng::new(seed);
-        let history = random_history(&mut rng, unique);
+        let history = random_history(&mut rng, unique, deletes);
         let refs: Vec<RefOp> = history.iter().filter_map(to_ref).collect();
         let expected = reference(&refs);
         let verdict = check(&history, &Limits::default()).verdict;
@@ -210,12 +219,23 @@ fn cross_check(seeds: std::ops::Range<u64>, unique: bool) -> (usize, usize) {
 
 #[test]
 fn agrees_with_brute_force_unique_values() {
-    let (yes, no) = cross_check(0..20_000, true);
+    let (yes, no) = cross_check(0..20_000, true, false);
     assert!(yes > 2000 && no > 2000, "linearizable {yes}, not {no}");
 }
 
 #[test]
 fn agrees_with_brute_force_duplicate_values() {
-    let (yes, no) = cross_check(100_000..120_000, false);
+    let (yes, no) = cross_check(100_000..120_000, false, false);
+    assert!(yes > 2000 && no > 2000, "linearizable {yes}, not {no}");
+}
+
+/// Deletes make the key absent again: a read of absence, or a Cas
+/// expecting it, after the key was written needs one, and an unknown
+/// delete may be that one.
+#[test]
+fn agrees_with_brute_force_with_deletes() {
+    let (yes, no) = cross_check(200_000..220_000, true, true);
+    assert!(yes > 2000 && no > 2000, "linearizable {yes}, not {no}");
+    let (yes, no) = cross_check(300_000..320_000, false, true);
     assert!(yes > 2000 && no > 2000, "linearizable {yes}, not {no}");
 }

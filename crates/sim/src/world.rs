@@ -85,6 +85,8 @@ type Key = u8;
 enum KvOp {
     /// Set `key` to `value`.
     Put { key: Key, value: u64 },
+    /// Make `key` absent.
+    Delete { key: Key },
     /// Set `key` to `new` if it holds `expected` (`None`: absent): an etcd
     /// transaction comparing the value (or the create revision with 0).
     Cas {
@@ -104,6 +106,10 @@ impl KvOp {
         };
         match *self {
             KvOp::Put { key, value } => kv::Command::Put(put(key, value)),
+            KvOp::Delete { key } => kv::Command::DeleteRange(kv::DeleteRangeRequest {
+                key: key_bytes(key),
+                ..kv::DeleteRangeRequest::default()
+            }),
             KvOp::Cas { key, expected, new } => {
                 let target = match expected {
                     Some(v) => CompareTarget::Value(v.to_string().into_bytes()),
@@ -132,6 +138,7 @@ fn key_bytes(key: Key) -> Vec<u8> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum KvReply {
     Written,
+    Deleted,
     CasOk,
     CasFailed,
 }
@@ -1150,7 +1157,7 @@ impl World {
         let key = match request {
             Request::Read { key } => key,
             Request::Write { op, .. } => match op {
-                KvOp::Put { key, .. } | KvOp::Cas { key, .. } => key,
+                KvOp::Put { key, .. } | KvOp::Delete { key } | KvOp::Cas { key, .. } => key,
             },
         };
         let op = match request {
@@ -1159,6 +1166,10 @@ impl World {
                 op: KvOp::Put { value, .. },
                 ..
             } => Op::Write(value),
+            Request::Write {
+                op: KvOp::Delete { .. },
+                ..
+            } => Op::Delete,
             Request::Write {
                 op: KvOp::Cas { expected, new, .. },
                 ..
@@ -1198,8 +1209,10 @@ impl World {
         let seq = client.seq;
         let value = self.next_value;
         self.next_value += 1;
-        let op = if roll < 75 {
+        let op = if roll < 68 {
             KvOp::Put { key, value }
+        } else if roll < 78 {
+            KvOp::Delete { key }
         } else {
             // Expect a recent value: sometimes right, sometimes not.
             let back = self.rng.random_range(0..4);
@@ -1325,9 +1338,10 @@ impl World {
         let pending_request = pending.request;
         let outcome = match (pending.request, reply) {
             (Request::Read { .. }, Reply::Read(value)) => Some(Outcome::Ok(Some(value))),
-            (Request::Write { .. }, Reply::Applied(KvReply::Written | KvReply::CasOk)) => {
-                Some(Outcome::Ok(None))
-            }
+            (
+                Request::Write { .. },
+                Reply::Applied(KvReply::Written | KvReply::Deleted | KvReply::CasOk),
+            ) => Some(Outcome::Ok(None)),
             (Request::Write { .. }, Reply::Applied(KvReply::CasFailed)) => Some(Outcome::Fail),
             (_, Reply::NotLeader) => {
                 // As etcd's clients do: another endpoint.
@@ -1382,7 +1396,7 @@ impl World {
             // so it stays `info`, like anything that may have happened.
             let outcome = match pending.request {
                 Request::Write {
-                    op: KvOp::Put { .. },
+                    op: KvOp::Put { .. } | KvOp::Delete { .. },
                     ..
                 } if !pending.uncertain => Outcome::Fail,
                 _ => Outcome::Info,
@@ -2294,6 +2308,10 @@ fn describe_request(request: &Request) -> String {
         } => format!("#{seq} put k{key} = {value}"),
         Request::Write {
             seq,
+            op: KvOp::Delete { key },
+        } => format!("#{seq} delete k{key}"),
+        Request::Write {
+            seq,
             op: KvOp::Cas { key, expected, new },
         } => format!("#{seq} cas k{key} {} -> {new}", show(*expected)),
     }
@@ -2333,6 +2351,7 @@ fn client_reply(result: Result<MemberReply, MemberError>) -> Reply {
                 .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok()),
         ),
         Ok(MemberReply::Command(kv::Response::Put(_))) => Reply::Applied(KvReply::Written),
+        Ok(MemberReply::Command(kv::Response::DeleteRange(_))) => Reply::Applied(KvReply::Deleted),
         Ok(MemberReply::Command(kv::Response::Txn(t))) => Reply::Applied(if t.succeeded {
             KvReply::CasOk
         } else {

@@ -1,6 +1,6 @@
 //! The clients of a torture run: each a tokio task with its own etcd v3
-//! connection to a random member, doing reads, writes of unique values and
-//! compare-and-sets on a few keys, recording every operation.
+//! connection to a random member, doing reads, writes of unique values,
+//! deletes and compare-and-sets on a few keys, recording every operation.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use check::{Op, Operation, Outcome};
 use server::proto::etcdserverpb::kv_client::KvClient;
 use server::proto::etcdserverpb::{
-    Compare, PutRequest, RangeRequest, RequestOp, TxnRequest, compare, request_op,
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, compare,
+    request_op,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -134,6 +135,18 @@ pub async fn write(kv: &mut Kv, key: &str, value: u64) -> Option<bool> {
     }
 }
 
+/// Deletes `key`: `Some(true)` acknowledged, `None` unknown.
+pub async fn delete(kv: &mut Kv, key: &str) -> Option<bool> {
+    let req = DeleteRangeRequest {
+        key: key.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    match tokio::time::timeout(OP_TIMEOUT, kv.delete_range(req)).await {
+        Ok(Ok(_)) => Some(true),
+        _ => None,
+    }
+}
+
 /// Compare-and-set: `Some(true)` swapped, `Some(false)` did not match,
 /// `None` unknown.
 pub async fn cas(kv: &mut Kv, key: &str, expected: Option<u64>, new: u64) -> Option<bool> {
@@ -203,7 +216,7 @@ pub async fn client(shared: Arc<Shared>, index: usize, clients: usize, seed: u64
             (Op::Read, outcome)
         } else {
             let value = shared.next_value.fetch_add(1, Ordering::Relaxed);
-            if roll < 70 {
+            if roll < 63 {
                 let outcome = match write(kv, &name, value).await {
                     Some(_) => {
                         shared.set_last(key, Some(value));
@@ -212,6 +225,15 @@ pub async fn client(shared: Arc<Shared>, index: usize, clients: usize, seed: u64
                     None => Outcome::Info,
                 };
                 (Op::Write(value), outcome)
+            } else if roll < 70 {
+                let outcome = match delete(kv, &name).await {
+                    Some(_) => {
+                        shared.set_last(key, None);
+                        Outcome::Ok(None)
+                    }
+                    None => Outcome::Info,
+                };
+                (Op::Delete, outcome)
             } else {
                 let expected = shared.last(key);
                 let outcome = match cas(kv, &name, expected, value).await {
