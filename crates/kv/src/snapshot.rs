@@ -121,6 +121,11 @@ impl Store {
                 e.bytes(self.value(r));
             }
         }
+        self.write_sessions(&mut e);
+    }
+
+    /// The exactly-once table, the last section of the state.
+    fn write_sessions<S: Sink>(&self, e: &mut Enc<'_, S>) {
         e.len(self.sessions.clients.len());
         for (&client, s) in self.sessions.clients.iter() {
             e.u64(client);
@@ -130,8 +135,8 @@ impl Store {
             for (&seq, answer) in &s.answers {
                 e.u64(seq);
                 match answer {
-                    Remembered::Shared(result) => result.encode(&mut e),
-                    put @ Remembered::Put(_) => put.result().encode(&mut e),
+                    Remembered::Shared(result) => result.encode(e),
+                    put @ Remembered::Put(_) => put.result().encode(e),
                 }
             }
         }
@@ -415,18 +420,7 @@ mod tests {
     /// The sessions section as this build writes it.
     fn sessions_now(store: &Store) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut e = Enc::new(&mut out);
-        e.len(store.sessions.clients.len());
-        for (&client, s) in store.sessions.clients.iter() {
-            e.u64(client);
-            e.u64(s.floor);
-            e.u64(s.last_ms);
-            e.len(s.answers.len());
-            for (&seq, answer) in &s.answers {
-                e.u64(seq);
-                answer.result().encode(&mut e);
-            }
-        }
+        store.write_sessions(&mut Enc::new(&mut out));
         out
     }
 

@@ -825,8 +825,10 @@ impl<T> Member<T> {
         }
     }
 
-    /// The leader decides lease expiry and replicates it (DESIGN.md rule 3).
-    fn expire_leases(&mut self) {
+    /// The leases due by this member's replicated time that are not being
+    /// expired already; they count as being expired from now until a retry
+    /// is due.
+    fn leases_due_here(&mut self) -> Vec<LeaseId> {
         let now = self.clock.mono_ms;
         self.expiring.retain(|_, retry_at| *retry_at > now);
         let due: Vec<LeaseId> = self
@@ -835,11 +837,17 @@ impl<T> Member<T> {
             .into_iter()
             .filter(|id| !self.expiring.contains_key(id))
             .collect();
-        if due.is_empty() {
-            return;
-        }
         for id in &due {
             self.expiring.insert(*id, now + EXPIRE_RETRY_MS);
+        }
+        due
+    }
+
+    /// The leader decides lease expiry and replicates it (DESIGN.md rule 3).
+    fn expire_leases(&mut self) {
+        let due = self.leases_due_here();
+        if due.is_empty() {
+            return;
         }
         let command = kv::Command::LeaseExpire(kv::LeaseExpireRequest { ids: due });
         let (client, seq) = self.leader_session();
@@ -849,19 +857,10 @@ impl<T> Member<T> {
     /// The broken variant `lease-expiry-by-follower-clock`: a follower has
     /// the leases its own store and clock say are due revoked outright.
     fn revoke_leases_due_here(&mut self) {
-        let now = self.clock.mono_ms;
-        self.expiring.retain(|_, retry_at| *retry_at > now);
         let Some(leader) = self.replica.leader().filter(|l| *l != self.me) else {
             return;
         };
-        let due: Vec<LeaseId> = self
-            .store
-            .expired_leases(self.now_ms(), EXPIRE_LEASES_PER_TICK_MAX)
-            .into_iter()
-            .filter(|id| !self.expiring.contains_key(id))
-            .collect();
-        for id in due {
-            self.expiring.insert(id, now + EXPIRE_RETRY_MS);
+        for id in self.leases_due_here() {
             let command = kv::Command::LeaseRevoke(kv::LeaseRevokeRequest { id });
             let (client, seq) = self.client_session();
             self.outbox.push(Effect::Peer {
