@@ -40,14 +40,20 @@ pub const SESSION_WINDOW: u64 = 1024;
 /// What the table remembers about one client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Session {
-    /// Every sequence number at or below this is stale: its answer, if it
-    /// was applied, is forgotten.
-    pub(crate) floor: u64,
+    /// The lowest sequence number the table still knows about: every one
+    /// below it is stale (its answer, if it was applied, is forgotten).
+    pub(crate) low: u64,
     /// Leader time of the client's last applied command, in milliseconds.
     pub(crate) last_ms: u64,
-    /// The answers of the commands applied above `floor`, by sequence
-    /// number; never empty, all within [`SESSION_WINDOW`] of the highest.
+    /// The answers of the commands applied from `low` up, by sequence
+    /// number; never empty, all within [`SESSION_WINDOW`] numbers ending at
+    /// the highest.
     pub(crate) answers: BTreeMap<u64, Remembered>,
+}
+
+/// The lowest sequence number of the window that ends at `latest`.
+pub(crate) fn window_low(latest: u64) -> u64 {
+    latest.saturating_add(1).saturating_sub(SESSION_WINDOW)
 }
 
 impl Session {
@@ -55,21 +61,21 @@ impl Session {
     pub(crate) fn latest(&self) -> u64 {
         self.answers
             .last_key_value()
-            .map_or(self.floor, |(&seq, _)| seq)
+            .map_or(self.low, |(&seq, _)| seq)
     }
 
     /// Remembers `seq`'s answer and forgets those that fall out of the
     /// window; returns how many answers it holds now.
     fn remember(&mut self, seq: u64, answer: Remembered) -> usize {
-        debug_assert!(seq > self.floor && !self.answers.contains_key(&seq));
+        debug_assert!(seq >= self.low && !self.answers.contains_key(&seq));
         self.answers.insert(seq, answer);
-        let floor = self.latest().saturating_sub(SESSION_WINDOW);
-        if floor > self.floor {
-            self.floor = floor;
+        let low = window_low(self.latest());
+        if low > self.low {
+            self.low = low;
             while self
                 .answers
                 .first_key_value()
-                .is_some_and(|(&s, _)| s <= floor)
+                .is_some_and(|(&s, _)| s < low)
             {
                 self.answers.pop_first();
             }
@@ -230,7 +236,7 @@ impl SessionTable {
             self.record(
                 client,
                 Session {
-                    floor: seq.saturating_sub(SESSION_WINDOW),
+                    low: window_low(seq),
                     last_ms: now_ms,
                     answers,
                 },
@@ -324,7 +330,7 @@ impl Store {
             if let Some(answer) = session.answers.get(&seq) {
                 return SessionOutcome::Duplicate(answer.result());
             }
-            if seq <= session.floor {
+            if seq < session.low {
                 return SessionOutcome::Stale {
                     latest_seq: session.latest(),
                 };

@@ -10,7 +10,8 @@
 //! Layout (format 2): magic `SYNODKV\0`, format byte; revision, compact
 //! revision, clock, next lease id; leases (id, ttl, deadline); keys (key,
 //! versions: mod revision, sub, create revision, version, lease, value);
-//! sessions (client, floor, last activity, answers: seq, result); format 1,
+//! sessions (client, lowest sequence number known, last activity, answers:
+//! seq, result); format 1,
 //! still read, kept one answer per session (client, seq, last activity,
 //! result); 8-byte checksum: the
 //! tag [`CRC_TAG`] and the CRC-32C of the body (hardware-fast: the FNV-1a
@@ -27,7 +28,7 @@ use crate::codec::{Dec, DecodeError, Enc, Fnv64, Sink, Wire};
 use crate::history::History;
 use crate::lease::Lessor;
 use crate::limits::Limits;
-use crate::session::{Remembered, SESSION_WINDOW, Session, SessionTable};
+use crate::session::{Remembered, Session, SessionTable, window_low};
 use crate::store::{Change, Key, NONE, Record, Store};
 use crate::types::NO_LEASE;
 use crate::values::{ValueRef, Values};
@@ -129,7 +130,7 @@ impl Store {
         e.len(self.sessions.clients.len());
         for (&client, s) in self.sessions.clients.iter() {
             e.u64(client);
-            e.u64(s.floor);
+            e.u64(s.low);
             e.u64(s.last_ms);
             e.len(s.answers.len());
             for (&seq, answer) in &s.answers {
@@ -329,18 +330,19 @@ impl Store {
                 let seq = d.u64()?;
                 let last_ms = d.u64()?;
                 let answer = Remembered::new(Answer::decode(&mut d)?);
+                // Anything older was stale then too.
                 Session {
-                    floor: seq.saturating_sub(1),
+                    low: seq,
                     last_ms,
                     answers: BTreeMap::from([(seq, answer)]),
                 }
             } else {
-                let floor = d.u64()?;
+                let low = d.u64()?;
                 let last_ms = d.u64()?;
                 let mut answers = BTreeMap::new();
                 for _ in 0..d.count(2)? {
                     let seq = d.u64()?;
-                    if seq <= floor
+                    if seq < low
                         || answers
                             .last_key_value()
                             .is_some_and(|(&last, _)| last >= seq)
@@ -352,11 +354,11 @@ impl Store {
                 let Some((&latest, _)) = answers.last_key_value() else {
                     return Err(bad("session without answers"));
                 };
-                if latest - floor > SESSION_WINDOW {
+                if low < window_low(latest) {
                     return Err(bad("session answers"));
                 }
                 Session {
-                    floor,
+                    low,
                     last_ms,
                     answers,
                 }

@@ -97,6 +97,23 @@ fn commands_in_flight_apply_once_in_any_order_within_the_window() {
     ));
 }
 
+/// Sequence numbers start wherever a client starts them, 0 included, and
+/// the table still travels in a snapshot.
+#[test]
+fn a_session_from_sequence_number_zero_survives_a_snapshot() {
+    let mut s = Store::default();
+    assert!(matches!(
+        s.apply_session(5, 0, &cmd("a", "0"), CTX),
+        SessionOutcome::Applied(Ok(_))
+    ));
+    let mut restored = Store::restore(&s.snapshot(), Limits::default()).expect("restore");
+    assert_eq!(restored.state_hash(), s.state_hash());
+    assert!(matches!(
+        restored.apply_session(5, 0, &cmd("a", "0"), CTX),
+        SessionOutcome::Duplicate(Ok(_))
+    ));
+}
+
 #[test]
 fn a_refusal_is_remembered_too() {
     let mut s = Store::default();

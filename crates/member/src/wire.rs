@@ -18,8 +18,10 @@
 //! | 36 | `Chunk` | slot, offset, total, crc32c, bytes |
 //! | 37 | `Attributes` | count, then each client URL as bytes (UTF-8) |
 //!
-//! Decoding never panics and never reserves more than the input could
-//! hold; a frame with bytes left over is refused.
+//! Decoding never panics and reserves as the Paxos codec does (a count is
+//! checked against the bytes left, a list reserves at most
+//! `codec::RESERVE_ITEMS_MAX` items up front); a frame with bytes left over
+//! is refused.
 
 use paxos::NodeId;
 use paxos::multi::Envelope;
@@ -186,7 +188,7 @@ fn decode_peer(r: &mut Reader<'_>) -> Result<PeerMessage, DecodeError> {
         }),
         ATTRIBUTES => {
             let n = r.count()?;
-            let mut client_urls = Vec::with_capacity(n);
+            let mut client_urls = Vec::with_capacity(n.min(codec::RESERVE_ITEMS_MAX));
             for _ in 0..n {
                 let url = std::str::from_utf8(r.bytes()?).map_err(|_| DecodeError::Text)?;
                 client_urls.push(url.to_string());

@@ -774,6 +774,11 @@ impl World {
         }
     }
 
+    /// Whether the node is frozen by the clock nemesis now.
+    fn is_paused(&self, node: usize) -> bool {
+        self.nodes[node].paused_until > self.now
+    }
+
     /// The paused node `event` is for, if it is for one.
     fn paused_target(&self, event: &Event) -> Option<usize> {
         let id = match event {
@@ -786,7 +791,7 @@ impl World {
             _ => return None,
         };
         let node = self.node_index(id)?;
-        (self.nodes[node].paused_until > self.now).then_some(node)
+        self.is_paused(node).then_some(node)
     }
 
     fn node_index(&self, id: NodeId) -> Option<usize> {
@@ -1239,6 +1244,9 @@ impl World {
         let Some(node) = self.node_index(target) else {
             return;
         };
+        if self.is_paused(node) {
+            return;
+        }
         let range = RangeRequest {
             key: key_bytes(key),
             ..RangeRequest::default()
@@ -1504,7 +1512,9 @@ impl World {
             self.oracle
                 .proposed(LEASE_CLIENT, attempt, &command.encode());
         }
+        // A paused member reads nothing: the lease client times out.
         if let Some(node) = self.node_index(target)
+            && !self.is_paused(node)
             && let Some(member) = self.member(node)
         {
             match request {
@@ -1623,7 +1633,7 @@ impl World {
         let Some(node) = self.node_index(target) else {
             return;
         };
-        if self.nodes[node].member.is_none() {
+        if self.nodes[node].member.is_none() || self.is_paused(node) {
             self.watchers[w].target = self.next_member(target);
             let delay = self.rng.random_range(1_000..WATCH_RECONNECT_US);
             self.schedule(delay, Event::WatchConnect(w));
@@ -1928,7 +1938,8 @@ impl World {
             return;
         };
         let pause_us = self.rng.random_range(100_000..2_000_000);
-        self.nodes[node].paused_until = self.now + pause_us;
+        let until = &mut self.nodes[node].paused_until;
+        *until = (*until).max(self.now + pause_us);
         self.trace(|| format!("nemesis: pause n{victim} for {} ms", pause_us / 1000));
     }
 
@@ -1945,7 +1956,8 @@ impl World {
         if self.config.nemesis.crash {
             self.crash(leader);
         } else if let Some(node) = self.node_index(leader) {
-            self.nodes[node].paused_until = self.now + 1_000_000;
+            let until = &mut self.nodes[node].paused_until;
+            *until = (*until).max(self.now + 1_000_000);
         }
     }
 

@@ -2,14 +2,20 @@
 //!
 //! Every encoding starts with a version byte, then a tag, then the fields as
 //! LEB128 varints and length-prefixed bytes. Decoding never panics and never
-//! allocates more than the input could hold: a length is checked against the
-//! bytes that remain before anything is reserved.
+//! reserves much more than the input could hold: a length is checked against
+//! the bytes that remain before anything is reserved, and a list reserves
+//! room for at most [`RESERVE_ITEMS_MAX`] items up front (an item in memory
+//! is larger than its least encoding, so a count alone could ask for many
+//! times the frame); longer lists grow as their items arrive.
 
 use std::fmt;
 
 use super::durable::Record;
 use super::message::{AcceptedEntry, Command, Envelope, Message, Value};
 use crate::ballot::Ballot;
+
+/// Most items a decoded list reserves room for before reading them.
+pub const RESERVE_ITEMS_MAX: usize = 1024;
 
 /// The encoding version written today. A reader refuses any other.
 pub const VERSION: u8 = 1;
@@ -158,7 +164,7 @@ impl<'a> Reader<'a> {
             0 => Ok(Value::Noop),
             1 => {
                 let n = self.count()?;
-                let mut commands = Vec::with_capacity(n);
+                let mut commands = Vec::with_capacity(n.min(RESERVE_ITEMS_MAX));
                 for _ in 0..n {
                     commands.push(Command {
                         client: self.varint()?,
@@ -311,7 +317,7 @@ pub fn decode_message(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             let ballot = r.ballot()?;
             let snapshot_slot = r.varint()?;
             let n = r.count()?;
-            let mut accepted = Vec::with_capacity(n);
+            let mut accepted = Vec::with_capacity(n.min(RESERVE_ITEMS_MAX));
             for _ in 0..n {
                 accepted.push(AcceptedEntry {
                     slot: r.varint()?,

@@ -7,8 +7,8 @@
 //!   A wall-clock step on any member must not change that.
 //! - Not late, when asked (`judge_late`: runs without kills, pauses or
 //!   partitions, where no leader change resets the TTL): the key is gone
-//!   within [`LATE_MAX`] after the TTL ran out from the last keep-alive
-//!   sent.
+//!   within [`LATE_MAX`] after the TTL ran out from the moment the last
+//!   keep-alive's answer arrived (the renewal happened before that).
 //!
 //! Times are this process's monotonic clock, never a wall clock.
 
@@ -141,11 +141,11 @@ impl LeaseOracle {
         ) {
             return Step::Abandoned;
         }
-        let mut renewed_at = sent;
+        // Until then the lease was renewed at the latest (for lateness).
+        let mut renewed_by = Instant::now();
         for _ in 0..rng.between(1, 4) {
             tokio::time::sleep(Duration::from_millis(1000)).await;
             let sent = Instant::now();
-            renewed_at = sent;
             let request = tokio_stream::iter([LeaseKeepAliveRequest { id }]);
             let Ok(Ok(response)) =
                 tokio::time::timeout(OP_TIMEOUT, leases.lease_keep_alive(request)).await
@@ -154,7 +154,10 @@ impl LeaseOracle {
             };
             let mut stream = response.into_inner();
             match tokio::time::timeout(OP_TIMEOUT, stream.message()).await {
-                Ok(Ok(Some(answer))) if answer.ttl > 0 => acked_at = sent,
+                Ok(Ok(Some(answer))) if answer.ttl > 0 => {
+                    acked_at = sent;
+                    renewed_by = Instant::now();
+                }
                 Ok(Ok(Some(_))) => {
                     // The lease is gone while being kept alive.
                     let held = acked_at.elapsed();
@@ -193,10 +196,10 @@ impl LeaseOracle {
                 }
                 return Step::Checked;
             }
-            let since = sent.saturating_duration_since(renewed_at);
+            let since = sent.saturating_duration_since(renewed_by);
             if self.judge_late && since > ttl + LATE_MAX {
                 self.problem(format!(
-                    "lease {id}'s key was still there {} ms after its last keep-alive was sent, beyond its {} s TTL and {} s more",
+                    "lease {id}'s key was still there {} ms after its last keep-alive was answered, beyond its {} s TTL and {} s more",
                     since.as_millis(),
                     ttl.as_secs(),
                     LATE_MAX.as_secs()

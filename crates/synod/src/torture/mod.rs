@@ -345,8 +345,9 @@ async fn torture(
     println!("{}", report.verdict);
     // A lease broken is as bad as a history that is not linearizable.
     let code = match &report.verdict {
-        Verdict::Linearizable if leases.problems.is_empty() => 0,
-        Verdict::Linearizable | Verdict::NotLinearizable { .. } => 1,
+        _ if !leases.problems.is_empty() => 1,
+        Verdict::Linearizable => 0,
+        Verdict::NotLinearizable { .. } => 1,
         Verdict::Unknown { .. } => 3,
     };
     Ok(ExitCode::from(code))
