@@ -226,6 +226,21 @@ impl WatchHub {
             created: true,
             ..WatchResponse::default()
         }];
+        if req.start_revision < 0 {
+            // etcd: below every revision there is, so below its compact
+            // revision (-1 before any compaction): created, then canceled
+            // as compacted, which clients report as "required revision has
+            // been compacted". Only 0 means "from now".
+            let compact = store.compact_revision();
+            out.push(WatchResponse {
+                header,
+                watch_id,
+                canceled: true,
+                compact_revision: if compact > 0 { compact } else { -1 },
+                ..WatchResponse::default()
+            });
+            return out;
+        }
         let start = if req.start_revision > 0 {
             req.start_revision
         } else {

@@ -182,6 +182,31 @@ fn hub_from_a_compacted_revision_cancels_with_the_compact_revision() {
     assert!(hub.is_empty());
 }
 
+/// A negative start revision is below every revision: created, then
+/// canceled as compacted (with etcd's -1 before any compaction), no events,
+/// nothing kept. Only 0 means "from now".
+#[test]
+fn hub_from_a_negative_revision_cancels_as_compacted() {
+    let mut s = Store::default();
+    put(&mut s, b"a", b"1");
+    let mut hub = WatchHub::new();
+    let out = hub.create(&s, &watch("a", "", -5));
+    assert_eq!(out.len(), 2);
+    assert!(out[0].created && !out[0].canceled);
+    assert!(out[1].canceled && out[1].events.is_empty());
+    assert_eq!(out[1].compact_revision, -1);
+    assert!(hub.is_empty());
+    put(&mut s, b"a", b"2");
+    compact(&mut s, 2);
+    let out = hub.create(&s, &watch("a", "", -1));
+    assert_eq!(out[1].compact_revision, 2);
+    assert!(hub.is_empty());
+    // 0 is "from now": kept, no cancel.
+    let out = hub.create(&s, &watch("a", "", 0));
+    assert_eq!(out.len(), 1);
+    assert!(!hub.is_empty());
+}
+
 #[test]
 fn hub_filters_and_prev_kv_as_asked() {
     let mut s = Store::default();
