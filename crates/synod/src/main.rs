@@ -49,8 +49,8 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => check_cmd::run(args),
         Command::Torture(args) => torture::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Node(args) => serve(|| node_cmd::node(args)),
-        Command::Demo(args) => serve(|| node_cmd::demo(args)),
+        Command::Node(args) => serve(args.log_level.level(), || node_cmd::node(args)),
+        Command::Demo(args) => serve(args.log_level.level(), || node_cmd::demo(args)),
     };
     match result {
         Ok(code) => code,
@@ -62,19 +62,12 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Runs a server command on a multi-threaded runtime, with logs on stderr
-/// (`SYNOD_LOG=debug` for more).
-fn serve<F, Fut>(run: F) -> anyhow::Result<std::process::ExitCode>
+/// up to `level` (`--log-level`).
+fn serve<F, Fut>(level: tracing::Level, run: F) -> anyhow::Result<std::process::ExitCode>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
 {
-    let level = match std::env::var("SYNOD_LOG").as_deref() {
-        Ok("debug") => tracing::Level::DEBUG,
-        Ok("trace") => tracing::Level::TRACE,
-        Ok("warn") => tracing::Level::WARN,
-        Ok("error") => tracing::Level::ERROR,
-        _ => tracing::Level::INFO,
-    };
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)

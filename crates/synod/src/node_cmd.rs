@@ -6,13 +6,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use server::api::Backend;
 use server::node::{DRIVER_CONNECTIONS_DEFAULT, MemberConfig, Node, NodeConfig};
 
 /// Arguments of `synod node`; each also reads `SYNOD_<FLAG>` from the
 /// environment, as etcd reads `ETCD_<FLAG>`.
 #[derive(Args, Debug)]
 pub struct NodeArgs {
+    /// How much the member logs, by etcd's names.
+    #[arg(long, env = "SYNOD_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
     /// Human-readable name for this member.
     #[arg(long, env = "SYNOD_NAME", default_value = "default")]
     name: String,
@@ -81,6 +85,40 @@ pub struct DemoArgs {
     /// Where the three members keep their data.
     #[arg(long, env = "SYNOD_DATA_DIR", default_value = "synod-data")]
     data_dir: PathBuf,
+    /// How much the members log: failures only by default, so that the
+    /// banner is what a newcomer sees (the members starting one after
+    /// another warn that they cannot reach each other yet).
+    #[arg(long, env = "SYNOD_LOG_LEVEL", value_enum, default_value_t = LogLevel::Error)]
+    pub log_level: LogLevel,
+}
+
+/// etcd's `--log-level` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Everything, for digging.
+    Debug,
+    /// What a member does: starts, peers, elections, snapshots.
+    Info,
+    /// Only what may need attention.
+    Warn,
+    /// Only failures.
+    Error,
+    /// As `error` (etcd's name).
+    Panic,
+    /// As `error` (etcd's name).
+    Fatal,
+}
+
+impl LogLevel {
+    /// The most verbose level logged.
+    pub fn level(self) -> tracing::Level {
+        match self {
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Error | LogLevel::Panic | LogLevel::Fatal => tracing::Level::ERROR,
+        }
+    }
 }
 
 /// Parses `http://host:port` (the first of a comma-separated list).
@@ -216,6 +254,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut nodes = Vec::new();
     for (name, client, peer) in DEMO {
         let node_args = NodeArgs {
+            log_level: args.log_level,
             name: name.to_string(),
             data_dir: Some(args.data_dir.join(name)),
             listen_client_urls: format!("http://127.0.0.1:{client}"),
@@ -235,6 +274,20 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             format!("cannot start {name} (is something else on port {client} or {peer}?)")
         })?;
         nodes.push(node);
+    }
+    // The banner comes once the cluster serves: every member knows its
+    // leader (or after 10 s, whatever the state).
+    for _ in 0..100 {
+        let mut led = 0;
+        for node in &nodes {
+            if node.handle().status().await.is_ok_and(|s| s.leader != 0) {
+                led += 1;
+            }
+        }
+        if led == nodes.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let endpoints = "127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379";
     println!(
