@@ -77,9 +77,19 @@ fn commands_queued_then_filled_as_the_server_does_stay_safe_and_share_slots() {
 
 /// Runs seeds until the checkers catch `bug`; returns the first failing seed.
 fn first_caught(bug: Bug) -> Option<(u64, String)> {
+    first_caught_by(bug, |_| true)
+}
+
+/// The first seed of 1..=1000 where `bug` breaks a check whose report
+/// `by` recognises, with that report.
+fn first_caught_by(bug: Bug, by: impl Fn(&str) -> bool) -> Option<(u64, String)> {
+    let c = config(3, Some(bug));
     (1..=1000).find_map(|seed| {
-        let report = sim::run(seed, &config(3, Some(bug)));
-        report.violations.first().map(|v| (seed, v.what.clone()))
+        sim::run(seed, &c)
+            .violations
+            .into_iter()
+            .find(|v| by(&v.what))
+            .map(|v| (seed, v.what))
     })
 }
 
@@ -126,15 +136,8 @@ fn a_reforward_under_a_fresh_session_is_caught() {
 /// committed history sees: no oracle knows the member's sessions.
 #[test]
 fn a_write_applied_twice_through_a_members_session_is_caught() {
-    let c = config(3, Some(Bug::ReforwardTwice));
-    let caught = (1..=1000).find_map(|seed| {
-        sim::run(seed, &c)
-            .violations
-            .into_iter()
-            .find(|v| v.what.contains("applied twice"))
-            .map(|v| (seed, v.what))
-    });
-    let (seed, what) = caught.expect("a double apply seen within 1000 seeds");
+    let (seed, what) = first_caught_by(Bug::ReforwardTwice, |v| v.contains("applied twice"))
+        .expect("a double apply seen within 1000 seeds");
     eprintln!("reforward-twice applied a write twice at seed {seed}: {what}");
 }
 
@@ -145,15 +148,10 @@ fn a_write_applied_twice_through_a_members_session_is_caught() {
 /// lease oracle's own verdict.)
 #[test]
 fn a_lease_expired_by_a_followers_clock_is_caught_by_the_lease_oracle() {
-    let c = config(3, Some(Bug::LeaseExpiryByFollowerClock));
-    let caught = (1..=1000).find_map(|seed| {
-        sim::run(seed, &c)
-            .violations
-            .into_iter()
-            .find(|v| v.what.starts_with("lease ") && v.what.contains("before its"))
-            .map(|v| (seed, v.what))
-    });
-    let (seed, what) = caught.expect("an early expiry seen within 1000 seeds");
+    let (seed, what) = first_caught_by(Bug::LeaseExpiryByFollowerClock, |v| {
+        v.starts_with("lease ") && v.contains("before its")
+    })
+    .expect("an early expiry seen within 1000 seeds");
     eprintln!("lease-expiry-by-follower-clock caught at seed {seed}: {what}");
 }
 

@@ -87,6 +87,19 @@ impl LeaseOracle {
             .unwrap_or_default()
     }
 
+    /// `what` is seen gone now: never before `ttl` ran out from `acked_at`,
+    /// the send time of the last acknowledged grant or keep-alive.
+    fn judge_gone(&self, what: &str, acked_at: Instant, ttl: Duration) {
+        let held = acked_at.elapsed();
+        if held < ttl {
+            self.problem(format!(
+                "{what} was gone {} ms after its last acknowledged keep-alive was sent, before its {} s TTL",
+                held.as_millis(),
+                ttl.as_secs()
+            ));
+        }
+    }
+
     fn problem(&self, what: String) {
         println!("lease oracle: {what}");
         if let Ok(mut f) = self.findings.lock() {
@@ -160,14 +173,7 @@ impl LeaseOracle {
                 }
                 Ok(Ok(Some(_))) => {
                     // The lease is gone while being kept alive.
-                    let held = acked_at.elapsed();
-                    if held < ttl {
-                        self.problem(format!(
-                            "lease {id} was gone {} ms after its last acknowledged keep-alive was sent, before its {} s TTL",
-                            held.as_millis(),
-                            ttl.as_secs()
-                        ));
-                    }
+                    self.judge_gone(&format!("lease {id}"), acked_at, ttl);
                     return Step::Checked;
                 }
                 _ => return Step::Abandoned,
@@ -186,14 +192,7 @@ impl LeaseOracle {
             };
             let present = !answer.into_inner().kvs.is_empty();
             if !present {
-                let held = acked_at.elapsed();
-                if held < ttl {
-                    self.problem(format!(
-                        "lease {id}'s key was gone {} ms after its last acknowledged keep-alive was sent, before its {} s TTL",
-                        held.as_millis(),
-                        ttl.as_secs()
-                    ));
-                }
+                self.judge_gone(&format!("lease {id}'s key"), acked_at, ttl);
                 return Step::Checked;
             }
             let since = sent.saturating_duration_since(renewed_by);
