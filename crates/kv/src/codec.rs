@@ -10,6 +10,7 @@
 //! left, nesting is bounded by [`MAX_NESTING`], and trailing bytes are an
 //! error.
 
+use crate::cluster::{SetMembersRequest, SetMembersResponse};
 use crate::command::{
     Command, LeaseExpireRequest, LeaseExpireResponse, LeaseRenewAllResponse, Response,
 };
@@ -220,6 +221,11 @@ impl<'a> Dec<'a> {
             .ok()
             .filter(|&n| n.saturating_mul(min_item_bytes.max(1)) <= self.remaining());
         fits.ok_or(DecodeError::LengthOutOfRange(n))
+    }
+
+    /// Length-prefixed UTF-8.
+    pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
+        String::from_utf8(self.slice()?.to_vec()).map_err(|_| DecodeError::OutOfRange("utf-8"))
     }
 
     pub(crate) fn slice(&mut self) -> Result<&'a [u8], DecodeError> {
@@ -738,6 +744,10 @@ impl Wire for Command {
                 enc_vec(e, &r.ids);
             }
             Command::LeaseRenewAll => e.u8(9),
+            Command::SetMembers(r) => {
+                e.u8(10);
+                r.encode(e);
+            }
         }
     }
     fn decode(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
@@ -757,6 +767,7 @@ impl Wire for Command {
             7 => Command::LeaseKeepAlive(LeaseKeepAliveRequest { id: d.i64()? }),
             8 => Command::LeaseExpire(LeaseExpireRequest { ids: dec_vec(d)? }),
             9 => Command::LeaseRenewAll,
+            10 => Command::SetMembers(SetMembersRequest::decode(d)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "command",
@@ -813,6 +824,11 @@ impl Wire for Response {
                 r.header.encode(e);
                 e.u64(r.renewed);
             }
+            Response::SetMembers(r) => {
+                e.u8(10);
+                r.header.encode(e);
+                enc_vec(e, &r.members);
+            }
         }
     }
     fn decode(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
@@ -845,6 +861,10 @@ impl Wire for Response {
             9 => Response::LeaseRenewAll(LeaseRenewAllResponse {
                 header: ResponseHeader::decode(d)?,
                 renewed: d.u64()?,
+            }),
+            10 => Response::SetMembers(SetMembersResponse {
+                header: ResponseHeader::decode(d)?,
+                members: dec_vec(d)?,
             }),
             tag => {
                 return Err(DecodeError::UnknownTag {

@@ -5,6 +5,7 @@
 //! [`ApplyContext`] stamped by the leader when it proposed the command, so
 //! every replica computes lease deadlines from the same time.
 
+use crate::cluster::{SetMembersRequest, SetMembersResponse};
 use crate::types::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Event,
     LeaseGrantRequest, LeaseGrantResponse, LeaseId, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -74,6 +75,9 @@ pub enum Command {
     /// command's time stamp, as etcd's lessor does on promotion, so no lease
     /// expires because of the leader change itself.
     LeaseRenewAll,
+    /// A configuration change's side in the state machine: the member
+    /// table after it.
+    SetMembers(SetMembersRequest),
 }
 
 /// The answer to a [`Command`], one variant per command.
@@ -97,6 +101,8 @@ pub enum Response {
     LeaseExpire(LeaseExpireResponse),
     /// Answer to [`Command::LeaseRenewAll`].
     LeaseRenewAll(LeaseRenewAllResponse),
+    /// Answer to [`Command::SetMembers`].
+    SetMembers(SetMembersResponse),
 }
 
 impl Response {
@@ -112,6 +118,7 @@ impl Response {
             Response::LeaseKeepAlive(r) => r.header,
             Response::LeaseExpire(r) => r.header,
             Response::LeaseRenewAll(r) => r.header,
+            Response::SetMembers(r) => r.header,
         }
     }
 }

@@ -46,12 +46,14 @@
 //! - [`watch`]: replaying history and the [`WatchHub`] that routes events.
 //! - [`session`]: exactly-once, the replicated `(client, seq)` table.
 //! - `values` (private): the arena value bytes live in, and why.
+//! - [`cluster`]: the member table etcd's Cluster API shows.
 //! - [`snapshot`]: snapshot, restore and the state hash.
 //! - [`codec`]: the compact, versioned binary form of commands.
 //! - [`limits`] and [`error`]: etcd's limits, checks and error texts.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod error;
@@ -67,6 +69,9 @@ pub mod types;
 mod values;
 pub mod watch;
 
+pub use cluster::{
+    ClusterError, ClusterMember, MemberChange, SetMembersRequest, SetMembersResponse,
+};
 pub use codec::{DecodeError, Fnv64};
 pub use command::{
     Applied, ApplyContext, Command, LeaseExpireRequest, LeaseExpireResponse, LeaseRenewAllResponse,

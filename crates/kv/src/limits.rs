@@ -89,7 +89,8 @@ impl Limits {
             | Command::LeaseRevoke(_)
             | Command::LeaseKeepAlive(_)
             | Command::LeaseExpire(_)
-            | Command::LeaseRenewAll => Ok(()),
+            | Command::LeaseRenewAll
+            | Command::SetMembers(_) => Ok(()),
         }
     }
 }

@@ -7,11 +7,12 @@
 //! be derived (the change log, lease key sets, deadline and activity
 //! orders) are rebuilt on restore rather than stored.
 //!
-//! Layout (format 2): magic `SYNODKV\0`, format byte; revision, compact
+//! Layout (format 3): magic `SYNODKV\0`, format byte; revision, compact
 //! revision, clock, next lease id; leases (id, ttl, deadline); keys (key,
 //! versions: mod revision, sub, create revision, version, lease, value);
-//! sessions (client, lowest sequence number known, last activity, answers:
-//! seq, result); format 1,
+//! members (id, name, peer URLs, client URLs, learner); sessions (client,
+//! lowest sequence number known, last activity, answers: seq, result);
+//! format 2, still read, had no members section; format 1,
 //! still read, kept one answer per session (client, seq, last activity,
 //! result); 8-byte checksum: the
 //! tag [`CRC_TAG`] and the CRC-32C of the body (hardware-fast: the FNV-1a
@@ -24,7 +25,8 @@ use std::collections::{BTreeMap, VecDeque};
 pub const CRC_TAG: u64 = 0x4352_4333;
 use std::sync::Arc;
 
-use crate::codec::{Dec, DecodeError, Enc, Fnv64, Sink, Wire};
+use crate::cluster::ClusterMember;
+use crate::codec::{Dec, DecodeError, Enc, Fnv64, Sink, Wire, dec_vec, enc_vec};
 use crate::history::History;
 use crate::lease::Lessor;
 use crate::limits::Limits;
@@ -66,7 +68,10 @@ impl<F: FnMut(&[u8]) -> Result<(), E>, E> Sink for Pieces<F, E> {
     }
 }
 /// The snapshot format this version writes and reads.
-pub const SNAPSHOT_FORMAT: u8 = 2;
+pub const SNAPSHOT_FORMAT: u8 = 3;
+
+/// The format before the member table was kept; still read.
+const SNAPSHOT_FORMAT_NO_MEMBERS: u8 = 2;
 
 /// The format before sessions kept a window of answers; still read.
 const SNAPSHOT_FORMAT_ONE_ANSWER: u8 = 1;
@@ -122,6 +127,7 @@ impl Store {
                 e.bytes(self.value(r));
             }
         }
+        enc_vec(&mut e, &self.members);
         self.write_sessions(&mut e);
     }
 
@@ -199,6 +205,7 @@ impl Store {
             clock_ms: self.clock_ms,
             lessor: self.lessor.clone(),
             sessions: self.sessions.frozen(),
+            members: self.members.clone(),
         }
     }
 
@@ -237,7 +244,13 @@ impl Store {
             return Err(SnapshotError::BadMagic);
         }
         let format = d.u8()?;
-        if format != SNAPSHOT_FORMAT && format != SNAPSHOT_FORMAT_ONE_ANSWER {
+        if ![
+            SNAPSHOT_FORMAT,
+            SNAPSHOT_FORMAT_NO_MEMBERS,
+            SNAPSHOT_FORMAT_ONE_ANSWER,
+        ]
+        .contains(&format)
+        {
             return Err(SnapshotError::UnsupportedFormat(format));
         }
         let bad = SnapshotError::Inconsistent;
@@ -318,6 +331,14 @@ impl Store {
         }
         changes.sort_by_key(|c| (c.main, c.sub));
 
+        let members: Vec<ClusterMember> = if format == SNAPSHOT_FORMAT {
+            dec_vec(&mut d)?
+        } else {
+            Vec::new()
+        };
+        if members.windows(2).any(|w| w[0].id >= w[1].id) {
+            return Err(bad("member ids"));
+        }
         let mut sessions = SessionTable::default();
         let session_count = d.count(4)?;
         for _ in 0..session_count {
@@ -378,6 +399,7 @@ impl Store {
             clock_ms,
             lessor,
             sessions,
+            members,
         })
     }
 }
@@ -446,8 +468,11 @@ mod tests {
         }
         let image = store.snapshot();
         let body = &image[..image.len() - 8];
-        let now = sessions_now(&store);
-        assert!(body.ends_with(&now), "the sessions end the image");
+        let now = [members_now(&store), sessions_now(&store)].concat();
+        assert!(
+            body.ends_with(&now),
+            "the members and sessions end the image"
+        );
         let mut old = body[..body.len() - now.len()].to_vec();
         old[MAGIC.len()] = SNAPSHOT_FORMAT_ONE_ANSWER;
         old.extend_from_slice(&sessions_format_one(&store));
@@ -472,7 +497,43 @@ mod tests {
             store.revision(),
             "nothing applied twice"
         );
-        // Written again, it is format 2.
+        // Written again, it is the format of now.
         assert_eq!(restored.snapshot()[MAGIC.len()], SNAPSHOT_FORMAT);
+    }
+
+    fn members_now(store: &Store) -> Vec<u8> {
+        let mut out = Vec::new();
+        enc_vec(&mut Enc::new(&mut out), &store.members);
+        out
+    }
+
+    /// The member table survives a snapshot; a format-2 image (before the
+    /// table was kept) restores with none, for the runtime to seed.
+    #[test]
+    fn the_member_table_is_kept_and_a_format_two_image_has_none() {
+        let mut store = Store::default();
+        let member = |id, learner| crate::ClusterMember {
+            id,
+            name: format!("m{id}"),
+            peer_urls: vec![format!("http://127.0.0.1:{id}")],
+            client_urls: vec![],
+            is_learner: learner,
+        };
+        store.seed_members(vec![member(9, false), member(3, true)]);
+        let image = store.snapshot();
+        let restored = Store::restore(&image, Limits::default()).expect("restores");
+        assert_eq!(restored.members(), &[member(3, true), member(9, false)]);
+        assert_eq!(restored.state_hash(), store.state_hash());
+
+        let body = &image[..image.len() - 8];
+        let tail = [members_now(&store), sessions_now(&store)].concat();
+        let mut old = body[..body.len() - tail.len()].to_vec();
+        old[MAGIC.len()] = SNAPSHOT_FORMAT_NO_MEMBERS;
+        old.extend_from_slice(&sessions_now(&store));
+        let trailer = CRC_TAG << 32 | u64::from(crc32c::crc32c(&old));
+        old.extend_from_slice(&trailer.to_le_bytes());
+        let restored = Store::restore(&old, Limits::default()).expect("format 2 restores");
+        assert!(restored.members().is_empty());
+        assert_eq!(restored.revision(), store.revision());
     }
 }

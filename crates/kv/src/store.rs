@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use crate::cluster::{ClusterMember, SetMembersResponse};
 use crate::command::{Applied, ApplyContext, Command, Response};
 use crate::error::KvError;
 use crate::history::History;
@@ -105,6 +106,8 @@ pub struct Store {
     pub(crate) clock_ms: u64,
     pub(crate) lessor: Lessor,
     pub(crate) sessions: SessionTable,
+    /// The member table, in id order (see [`crate::cluster`]).
+    pub(crate) members: Vec<ClusterMember>,
 }
 
 impl Default for Store {
@@ -129,7 +132,24 @@ impl Store {
             clock_ms: 0,
             lessor: Lessor::default(),
             sessions: SessionTable::default(),
+            members: Vec::new(),
         }
+    }
+
+    /// The member table as applied: etcd's `MemberList`, and what the
+    /// protocol core's configuration is derived from. Empty until the
+    /// first start seeds it ([`Store::seed_members`]).
+    pub fn members(&self) -> &[ClusterMember] {
+        &self.members
+    }
+
+    /// The table a cluster starts with, from its initial configuration
+    /// (every member computes the same one from the same flags). Only
+    /// before anything was applied: later the log and snapshots carry it.
+    pub fn seed_members(&mut self, mut members: Vec<ClusterMember>) {
+        debug_assert!(self.members.is_empty(), "the table is seeded once");
+        members.sort_by_key(|m| m.id);
+        self.members = members;
     }
 
     /// The limits this store runs with.
@@ -187,6 +207,20 @@ impl Store {
             Command::LeaseKeepAlive(req) => self.apply_lease_keep_alive(req, now_ms)?,
             Command::LeaseExpire(req) => self.apply_lease_expire(req, now_ms),
             Command::LeaseRenewAll => self.apply_lease_renew_all(now_ms),
+            Command::SetMembers(req) => {
+                let mut members = req.members.clone();
+                members.sort_by_key(|m| m.id);
+                self.members = members;
+                Applied {
+                    response: Response::SetMembers(SetMembersResponse {
+                        header: ResponseHeader {
+                            revision: self.revision,
+                        },
+                        members: self.members.clone(),
+                    }),
+                    events: Vec::new(),
+                }
+            }
         };
         self.clock_ms = now_ms;
         debug_assert!(self.compact_revision <= self.revision);

@@ -638,6 +638,14 @@ impl Model {
                     renewed: self.leases.len() as u64,
                 })
             }
+            Command::SetMembers(m) => {
+                let mut members = m.members.clone();
+                members.sort_by_key(|m| m.id);
+                Response::SetMembers(kv::SetMembersResponse {
+                    header: self.header(),
+                    members,
+                })
+            }
         };
         self.clock = now;
         Ok(Applied { response, events })

@@ -27,7 +27,7 @@ mod request;
 pub mod wire;
 
 pub use held::COMMITS_HELD_MAX;
-pub use member::{Clock, Config, Counters, Member, splitmix64};
+pub use member::{Clock, Config, Counters, Member, membership_of, splitmix64};
 pub use peer::PeerMessage;
 pub use ready::{Checkpoint, Effect, Ready, Stage};
 pub use request::{MemberError, Query, Reply, Request};

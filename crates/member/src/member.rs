@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kv::codec::Sink;
 use kv::{ApplyContext, Fnv64, KvError, LeaseId, SessionOutcome, Store, WatchHub, WatchResponse};
 use paxos::multi::{
-    Bug, Command, Envelope, Message, Output, ProposeError, ReadId, Replica, Slot, Value,
+    Bug, Command, Envelope, Membership, Message, Output, ProposeError, ReadId, Replica, Slot, Value,
 };
 use paxos::{Ballot, NodeId};
 use tracing::{info, warn};
@@ -51,6 +51,18 @@ pub struct Config {
     pub fill_on_ready: bool,
     /// Report every applied slot as an [`Effect::Applied`].
     pub observe: bool,
+    /// Learners at most (etcd's `--max-learners`).
+    pub max_learners: usize,
+    /// The member table the cluster was first started with (from the
+    /// runtime's flags). The replicated table stays empty until the first
+    /// change, which carries the whole table: so every replica, one that
+    /// joined later included, holds the same state at every slot. Empty
+    /// for a member that joins an existing cluster: it learns the table
+    /// from the log or a snapshot.
+    pub initial_members: Vec<kv::ClusterMember>,
+    /// Refuse a change that would leave fewer started voters than a
+    /// quorum of the new configuration (etcd's `--strict-reconfig-check`).
+    pub strict_reconfig_check: bool,
 }
 
 impl Default for Config {
@@ -61,6 +73,9 @@ impl Default for Config {
             seed: 1,
             fill_on_ready: true,
             observe: false,
+            max_learners: 1,
+            strict_reconfig_check: true,
+            initial_members: Vec::new(),
         }
     }
 }
@@ -159,6 +174,19 @@ pub fn splitmix64(state: &mut u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// The protocol core's configuration for a member table: its voters and
+/// learners. `None` for an empty table (nothing seeded yet).
+pub fn membership_of(members: &[kv::ClusterMember]) -> Option<Membership> {
+    if members.is_empty() {
+        return None;
+    }
+    let (learners, voters): (Vec<_>, Vec<_>) = members.iter().partition(|m| m.is_learner);
+    Some(Membership {
+        voters: voters.iter().map(|m| m.id).collect(),
+        learners: learners.iter().map(|m| m.id).collect(),
+    })
 }
 
 /// The client id of a leadership's own session: a hash of its ballot, with
@@ -288,13 +316,129 @@ impl<T> Member<T> {
     /// A client's request, answered later with `token` in an
     /// [`Effect::Reply`]. Commands share the member's session, in order.
     pub fn request(&mut self, token: T, request: Request) {
+        if self.is_learner() {
+            // A learner serves serializable reads and status only.
+            self.reply(token, Err(MemberError::NotSupportedForLearner));
+            return;
+        }
         match request {
             Request::Propose(command) => {
                 let (client, seq) = self.client_session();
                 self.propose_as(token, client, seq, command);
             }
             Request::Read(query) => self.read(token, query),
+            Request::ChangeMembers(change) => {
+                let (client, seq) = self.client_session();
+                self.change_members(token, client, seq, change);
+            }
         }
+    }
+
+    /// The member table in force: the replicated one, or the initial one
+    /// until the first change (etcd's `MemberList`).
+    pub fn members(&self) -> &[kv::ClusterMember] {
+        if self.store.members().is_empty() {
+            &self.config.initial_members
+        } else {
+            self.store.members()
+        }
+    }
+
+    /// Whether this member is a learner of the configuration in force.
+    pub fn is_learner(&self) -> bool {
+        self.replica.membership().learners.contains(&self.me)
+    }
+
+    /// Asks the leader (this member or the one it knows) to make a
+    /// configuration change; answered once the change is applied here.
+    fn change_members(&mut self, token: T, client: u64, seq: u64, change: kv::MemberChange) {
+        self.writes.insert(
+            (client, seq),
+            Waiter {
+                token,
+                deadline_ms: self.clock.mono_ms + self.config.request_timeout_ms,
+                forwarded: None,
+            },
+        );
+        if self.replica.is_leader() {
+            if let Err(e) = self.reconfigure_local(client, seq, &change) {
+                self.fail_write(client, seq, e);
+            }
+            return;
+        }
+        match self.replica.leader() {
+            Some(leader) if leader != self.me => self.outbox.push(Effect::Peer {
+                to: leader,
+                message: PeerMessage::ChangeMembers {
+                    client,
+                    seq,
+                    change,
+                },
+            }),
+            _ => self.fail_write(client, seq, MemberError::NoLeader),
+        }
+    }
+
+    /// The leader checks a change against the member table as applied
+    /// (etcd's checks and texts) and proposes it: the new table for the
+    /// store, the configuration it makes for the core.
+    fn reconfigure_local(
+        &mut self,
+        client: u64,
+        seq: u64,
+        change: &kv::MemberChange,
+    ) -> Result<(), MemberError> {
+        use kv::ClusterError;
+        if !self.replica.is_leader() {
+            return Err(MemberError::NoLeader);
+        }
+        // One change at a time, and only once the last one is applied
+        // here: the table it is checked against must be the one in force.
+        let current = membership_of(self.members());
+        if self.replica.reconfiguring() || current.as_ref() != Some(self.replica.membership()) {
+            return Err(ClusterError::Unhealthy.into());
+        }
+        let table = change.apply_to(self.members(), self.config.max_learners)?;
+        let next = membership_of(&table).ok_or(ClusterError::NoVoterLeft)?;
+        if let kv::MemberChange::Promote { id } = change {
+            // etcd's rule: the learner has at least 90% of the leader's log.
+            let (commit, live) = self.replica.peer_progress(*id).unwrap_or((0, false));
+            let leader_commit = self.replica.commit_index();
+            if !live || commit < leader_commit - leader_commit / 10 {
+                return Err(ClusterError::LearnerNotReady.into());
+            }
+        }
+        if self.config.strict_reconfig_check {
+            let started = next
+                .voters
+                .iter()
+                .filter(|id| {
+                    self.replica
+                        .peer_progress(**id)
+                        .is_some_and(|(_, live)| live)
+                })
+                .count();
+            if started < next.quorum() {
+                return Err(ClusterError::NotEnoughStartedMembers.into());
+            }
+        }
+        let body = kv::Command::SetMembers(kv::SetMembersRequest { members: table }).encode();
+        let mut payload = Vec::with_capacity(8 + body.len());
+        payload.extend_from_slice(&self.now_ms().to_le_bytes());
+        payload.extend_from_slice(&body);
+        self.counters.proposals += 1;
+        let command = Command {
+            client,
+            seq,
+            payload,
+        };
+        self.replica
+            .reconfigure(next, command)
+            .map_err(|e| match e {
+                ProposeError::NotLeader { .. } => MemberError::NoLeader,
+                ProposeError::Busy { .. } => MemberError::TooManyRequests,
+                ProposeError::Reconfiguring { .. } => ClusterError::Unhealthy.into(),
+            })
     }
 
     /// Proposes `command` under the client's own session `(client, seq)`:
@@ -335,7 +479,7 @@ impl<T> Member<T> {
                     w.forwarded = Some((leader, bytes));
                 }
             }
-            Err(ProposeError::Busy { .. }) => {
+            Err(ProposeError::Busy { .. } | ProposeError::Reconfiguring { .. }) => {
                 self.fail_write(client, seq, MemberError::TooManyRequests)
             }
             Err(ProposeError::NotLeader { .. }) => {
@@ -416,6 +560,26 @@ impl<T> Member<T> {
             PeerMessage::Attributes { client_urls } => {
                 self.peer_client_urls.insert(from, client_urls);
             }
+            PeerMessage::ChangeMembers {
+                client,
+                seq,
+                change,
+            } => match self.reconfigure_local(client, seq, &change) {
+                Ok(()) => {
+                    self.forwarded.insert((client, seq));
+                }
+                Err(e) => self.outbox.push(Effect::Peer {
+                    to: from,
+                    message: PeerMessage::ChangeRefused {
+                        client,
+                        seq,
+                        error: e.code(),
+                    },
+                }),
+            },
+            PeerMessage::ChangeRefused { client, seq, error } => {
+                self.fail_write(client, seq, MemberError::from_code(error));
+            }
             PeerMessage::Chunk(_) => {
                 warn!(from, "a snapshot chunk reached the member, not the runtime");
             }
@@ -436,7 +600,8 @@ impl<T> Member<T> {
         self.store = store;
         self.applied_slot = slot;
         self.applied_since_snapshot = 0;
-        self.replica.install_snapshot(slot);
+        self.replica
+            .install_snapshot(slot, membership_of(self.store.members()));
         self.sync_time();
         // The watches here saw none of the applies the image covers: they
         // get those events from its history, in order, before any later.
@@ -518,7 +683,8 @@ impl<T> Member<T> {
         }
         self.reforward();
         if self.ticks.is_multiple_of(ATTRIBUTES_EVERY_TICKS) {
-            for peer in self.replica.config().members.clone() {
+            let peers: Vec<NodeId> = self.replica.membership().all().collect();
+            for peer in peers {
                 if peer != self.me {
                     self.outbox.push(Effect::Peer {
                         to: peer,
@@ -757,7 +923,7 @@ impl<T> Member<T> {
                 Ok(()) => {
                     self.reads.insert(id, ReadWaiter::Local(read));
                 }
-                Err(ProposeError::Busy { .. }) => {
+                Err(ProposeError::Busy { .. } | ProposeError::Reconfiguring { .. }) => {
                     self.reply(read.token, Err(MemberError::TooManyRequests))
                 }
                 Err(ProposeError::NotLeader { .. }) => {
@@ -975,7 +1141,8 @@ impl<T> Member<T> {
     fn apply(&mut self, slot: Slot, value: Value) {
         assert_eq!(slot, self.applied_slot + 1, "slots apply strictly in order");
         self.applied_slot = slot;
-        if let Value::Batch(commands) = &value {
+        let commands = value.commands();
+        if !commands.is_empty() {
             self.applied_since_snapshot += commands.len() as u64;
             let drop_tail = commands.len() > 1 && self.bug(Bug::WatchDropsBatchTail);
             for (i, c) in commands.iter().enumerate() {
@@ -1111,6 +1278,7 @@ mod tests {
                 seed: 7,
                 fill_on_ready: true,
                 observe: false,
+                ..Config::default()
             },
         )
     }

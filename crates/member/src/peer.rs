@@ -56,4 +56,24 @@ pub enum PeerMessage {
         /// The sender's advertised client URLs.
         client_urls: Vec<String>,
     },
+    /// "Make this configuration change for me": only the leader checks a
+    /// change against the table as applied and proposes it.
+    ChangeMembers {
+        /// The client session.
+        client: u64,
+        /// Its sequence number.
+        seq: u64,
+        /// The change.
+        change: kv::MemberChange,
+    },
+    /// The leader refused a change (or is no leader): why, as a code of
+    /// [`crate::MemberError`] (see [`crate::wire`]).
+    ChangeRefused {
+        /// The client session.
+        client: u64,
+        /// Its sequence number.
+        seq: u64,
+        /// Why.
+        error: u8,
+    },
 }

@@ -14,6 +14,11 @@ pub enum Request {
     /// everything the leader had committed when the read arrived there
     /// (read index), after a quorum confirmed that leader.
     Read(Query),
+    /// A configuration change (etcd's `MemberAdd`, `MemberRemove`,
+    /// `MemberUpdate`, `MemberPromote`): checked by the leader against the
+    /// table as applied, then decided in the log; answered with the table
+    /// after it once applied here.
+    ChangeMembers(kv::MemberChange),
 }
 
 /// A read of the store.
@@ -70,4 +75,56 @@ pub enum MemberError {
     /// The leader's queue is full; nothing was applied.
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    /// A configuration change refused, with etcd's text.
+    #[error(transparent)]
+    Cluster(#[from] kv::ClusterError),
+    /// A learner serves serializable reads and status only.
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+}
+
+impl MemberError {
+    /// A one-byte code for the errors a leader sends back for a forwarded
+    /// configuration change (`PeerMessage::ChangeRefused`).
+    pub fn code(&self) -> u8 {
+        use kv::ClusterError as C;
+        match self {
+            MemberError::NoLeader | MemberError::Kv(_) => 1,
+            MemberError::Timeout => 2,
+            MemberError::TooManyRequests => 3,
+            MemberError::NotSupportedForLearner => 4,
+            MemberError::Cluster(e) => match e {
+                C::MemberNotFound => 10,
+                C::PeerUrlExists => 11,
+                C::MemberExists => 12,
+                C::NotLearner => 13,
+                C::LearnerNotReady => 14,
+                C::TooManyLearners => 15,
+                C::NotEnoughStartedMembers => 16,
+                C::Unhealthy => 17,
+                C::NoVoterLeft => 18,
+            },
+        }
+    }
+
+    /// The error a code stands for; an unknown one reads as "no leader"
+    /// (nothing was applied).
+    pub fn from_code(code: u8) -> MemberError {
+        use kv::ClusterError as C;
+        match code {
+            2 => MemberError::Timeout,
+            3 => MemberError::TooManyRequests,
+            4 => MemberError::NotSupportedForLearner,
+            10 => C::MemberNotFound.into(),
+            11 => C::PeerUrlExists.into(),
+            12 => C::MemberExists.into(),
+            13 => C::NotLearner.into(),
+            14 => C::LearnerNotReady.into(),
+            15 => C::TooManyLearners.into(),
+            16 => C::NotEnoughStartedMembers.into(),
+            17 => C::Unhealthy.into(),
+            18 => C::NoVoterLeft.into(),
+            _ => MemberError::NoLeader,
+        }
+    }
 }

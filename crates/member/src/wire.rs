@@ -17,6 +17,8 @@
 //! | 35 | `ReadIndexReply` | id, index |
 //! | 36 | `Chunk` | slot, offset, total, crc32c, bytes |
 //! | 37 | `Attributes` | count, then each client URL as bytes (UTF-8) |
+//! | 38 | `ChangeMembers` | client, seq, kind (1 add, 2 remove, 3 update, 4 promote), id, peer URLs (add, update), learner (add) |
+//! | 39 | `ChangeRefused` | client, seq, error code (`MemberError::code`) |
 //!
 //! Decoding never panics and reserves as the Paxos codec does (a count is
 //! checked against the bytes left, a list reserves at most
@@ -30,6 +32,8 @@ use paxos::multi::codec::{
 };
 use storage::SnapshotChunk;
 
+use kv::MemberChange;
+
 use crate::PeerMessage;
 
 const PROPOSE: u8 = MEMBER_TAG_MIN;
@@ -38,6 +42,8 @@ const READ_INDEX: u8 = MEMBER_TAG_MIN + 2;
 const READ_INDEX_REPLY: u8 = MEMBER_TAG_MIN + 3;
 const CHUNK: u8 = MEMBER_TAG_MIN + 4;
 const ATTRIBUTES: u8 = MEMBER_TAG_MIN + 5;
+const CHANGE_MEMBERS: u8 = MEMBER_TAG_MIN + 6;
+const CHANGE_REFUSED: u8 = MEMBER_TAG_MIN + 7;
 
 /// One frame between members: a Paxos message or one of the member's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,12 +131,66 @@ pub fn encode_peer(from: NodeId, to: NodeId, message: &PeerMessage, out: &mut Ve
         }
         PeerMessage::Attributes { client_urls } => {
             w.u8(ATTRIBUTES);
-            w.varint(client_urls.len() as u64);
-            for url in client_urls {
-                w.bytes(url.as_bytes());
+            write_urls(&mut w, client_urls);
+        }
+        PeerMessage::ChangeMembers {
+            client,
+            seq,
+            change,
+        } => {
+            w.u8(CHANGE_MEMBERS);
+            w.varint(*client);
+            w.varint(*seq);
+            match change {
+                MemberChange::Add {
+                    id,
+                    peer_urls,
+                    is_learner,
+                } => {
+                    w.u8(1);
+                    w.varint(*id);
+                    write_urls(&mut w, peer_urls);
+                    w.u8(u8::from(*is_learner));
+                }
+                MemberChange::Remove { id } => {
+                    w.u8(2);
+                    w.varint(*id);
+                }
+                MemberChange::Update { id, peer_urls } => {
+                    w.u8(3);
+                    w.varint(*id);
+                    write_urls(&mut w, peer_urls);
+                }
+                MemberChange::Promote { id } => {
+                    w.u8(4);
+                    w.varint(*id);
+                }
             }
         }
+        PeerMessage::ChangeRefused { client, seq, error } => {
+            w.u8(CHANGE_REFUSED);
+            w.varint(*client);
+            w.varint(*seq);
+            w.u8(*error);
+        }
     }
+}
+
+fn write_urls(w: &mut Writer<'_>, urls: &[String]) {
+    w.varint(urls.len() as u64);
+    for url in urls {
+        w.bytes(url.as_bytes());
+    }
+}
+
+fn read_urls(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
+    let n = r.count()?;
+    let mut urls = Vec::with_capacity(n.min(codec::RESERVE_ITEMS_MAX));
+    for _ in 0..n {
+        let url = std::str::from_utf8(r.bytes()?).map_err(|_| DecodeError::Text)?;
+        urls.push(url.to_string());
+    }
+    Ok(urls)
 }
 
 /// Appends the encoding of any frame.
@@ -186,15 +246,37 @@ fn decode_peer(r: &mut Reader<'_>) -> Result<PeerMessage, DecodeError> {
             checksum: u32::try_from(r.varint()?).map_err(|_| DecodeError::Overflow)?,
             data: r.bytes()?.to_vec(),
         }),
-        ATTRIBUTES => {
-            let n = r.count()?;
-            let mut client_urls = Vec::with_capacity(n.min(codec::RESERVE_ITEMS_MAX));
-            for _ in 0..n {
-                let url = std::str::from_utf8(r.bytes()?).map_err(|_| DecodeError::Text)?;
-                client_urls.push(url.to_string());
+        ATTRIBUTES => PeerMessage::Attributes {
+            client_urls: read_urls(r)?,
+        },
+        CHANGE_MEMBERS => {
+            let client = r.varint()?;
+            let seq = r.varint()?;
+            let change = match r.u8()? {
+                1 => MemberChange::Add {
+                    id: r.varint()?,
+                    peer_urls: read_urls(r)?,
+                    is_learner: r.u8()? != 0,
+                },
+                2 => MemberChange::Remove { id: r.varint()? },
+                3 => MemberChange::Update {
+                    id: r.varint()?,
+                    peer_urls: read_urls(r)?,
+                },
+                4 => MemberChange::Promote { id: r.varint()? },
+                t => return Err(DecodeError::Tag(t)),
+            };
+            PeerMessage::ChangeMembers {
+                client,
+                seq,
+                change,
             }
-            PeerMessage::Attributes { client_urls }
         }
+        CHANGE_REFUSED => PeerMessage::ChangeRefused {
+            client: r.varint()?,
+            seq: r.varint()?,
+            error: r.u8()?,
+        },
         t => return Err(DecodeError::Tag(t)),
     })
 }
@@ -231,6 +313,38 @@ mod tests {
                 leader: 3,
             }),
             peer(PeerMessage::ReadIndex { id: 9 }),
+            peer(PeerMessage::ChangeMembers {
+                client: 4,
+                seq: 5,
+                change: MemberChange::Add {
+                    id: u64::MAX,
+                    peer_urls: vec!["http://127.0.0.1:2380".into()],
+                    is_learner: true,
+                },
+            }),
+            peer(PeerMessage::ChangeMembers {
+                client: 4,
+                seq: 6,
+                change: MemberChange::Update {
+                    id: 3,
+                    peer_urls: vec![],
+                },
+            }),
+            peer(PeerMessage::ChangeMembers {
+                client: 4,
+                seq: 7,
+                change: MemberChange::Remove { id: 3 },
+            }),
+            peer(PeerMessage::ChangeMembers {
+                client: 4,
+                seq: 8,
+                change: MemberChange::Promote { id: 3 },
+            }),
+            peer(PeerMessage::ChangeRefused {
+                client: 4,
+                seq: 8,
+                error: 17,
+            }),
             peer(PeerMessage::ReadIndexReply { id: 9, index: 44 }),
             peer(PeerMessage::Chunk(SnapshotChunk {
                 index: 5,
@@ -282,7 +396,7 @@ mod tests {
         let mut bytes = Vec::new();
         encode_head(&mut Writer(&mut bytes), 1, 2);
         let head = bytes.len();
-        for tag in [0, 11, 31, ATTRIBUTES + 1, 255] {
+        for tag in [0, 11, 31, CHANGE_REFUSED + 1, 255] {
             bytes.truncate(head);
             bytes.push(tag);
             assert_eq!(

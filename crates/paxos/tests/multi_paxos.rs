@@ -123,10 +123,7 @@ fn a_leader_is_elected_and_commands_apply_in_order_everywhere() {
     }
     let commands: usize = c.applied[leader]
         .iter()
-        .map(|(_, v)| match v {
-            Value::Batch(b) => b.len(),
-            Value::Noop => 0,
-        })
+        .map(|(_, v)| v.commands().len())
         .sum();
     assert_eq!(commands, 20);
 }
@@ -158,7 +155,7 @@ fn commands_queued_together_share_one_slot() {
             let seqs: Vec<u64> = batch.iter().map(|c| c.seq).collect();
             assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "in queue order");
         }
-        Value::Noop => panic!("a batch, not a no-op"),
+        other => panic!("a batch, not {other:?}"),
     }
     for i in 0..3 {
         assert_eq!(c.applied[i], c.applied[leader], "replica {i}");

@@ -67,6 +67,20 @@ pub fn value_digest(value: &Value) -> u64 {
     let mut h = Fnv64::default();
     match value {
         Value::Noop => h.put(&[0]),
+        Value::Reconfigure(change) => {
+            h.put(&[2]);
+            for id in change.membership.voters.iter() {
+                h.put(&id.to_le_bytes());
+            }
+            h.put(&[3]);
+            for id in change.membership.learners.iter() {
+                h.put(&id.to_le_bytes());
+            }
+            let c = &change.command;
+            h.put(&c.client.to_le_bytes());
+            h.put(&c.seq.to_le_bytes());
+            h.put(&c.payload);
+        }
         Value::Batch(commands) => {
             for c in commands.iter() {
                 h.put(&c.client.to_le_bytes());
@@ -188,10 +202,7 @@ impl Oracle {
     pub fn largest_batch(&self) -> usize {
         self.chosen
             .values()
-            .map(|value| match value {
-                Value::Batch(commands) => commands.len(),
-                Value::Noop => 0,
-            })
+            .map(|value| value.commands().len())
             .max()
             .unwrap_or(0)
     }

@@ -19,6 +19,10 @@ pub fn short_value(value: &Value) -> String {
                 format!("[{}]", parts.join(" "))
             }
         }
+        Value::Reconfigure(change) => format!(
+            "reconfigure(voters {:?}, learners {:?})",
+            change.membership.voters, change.membership.learners
+        ),
     }
 }
 
@@ -71,8 +75,12 @@ pub fn describe(envelope: &Envelope) -> String {
             commit_index,
             round,
         } => format!("Heartbeat(ballot {ballot}, committed ..{commit_index}, round {round})"),
-        Message::HeartbeatAck { ballot, round } => {
-            format!("HeartbeatAck(ballot {ballot}, round {round})")
+        Message::HeartbeatAck {
+            ballot,
+            round,
+            commit_index,
+        } => {
+            format!("HeartbeatAck(ballot {ballot}, round {round}, commit {commit_index})")
         }
         Message::CatchUp { from } => format!("CatchUp(slots {from}..)"),
     };

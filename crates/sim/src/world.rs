@@ -2053,7 +2053,10 @@ impl World {
                 return;
             }
         };
-        let durable = restored.durable;
+        let mut durable = restored.durable;
+        // The configuration in force after the snapshot is the one its
+        // member table makes (none: no change yet, the initial one).
+        durable.membership = member::membership_of(kv.members());
         // Everything synced must have survived: log trimming included.
         self.oracle
             .recovered(self.now, id, durable.snapshot_slot, &durable.accepted);
@@ -2369,9 +2372,11 @@ fn client_reply(result: Result<MemberReply, MemberError>) -> Reply {
         } else {
             KvReply::CasFailed
         }),
-        Err(MemberError::NoLeader) => Reply::NotLeader,
+        Err(MemberError::NoLeader | MemberError::NotSupportedForLearner) => Reply::NotLeader,
         Err(MemberError::TooManyRequests) => Reply::Busy,
-        Ok(_) | Err(MemberError::Timeout | MemberError::Kv(_)) => Reply::Unknown,
+        Ok(_) | Err(MemberError::Timeout | MemberError::Kv(_) | MemberError::Cluster(_)) => {
+            Reply::Unknown
+        }
     }
 }
 
@@ -2394,6 +2399,7 @@ fn member_config(config: &SimConfig, seed: u64) -> MemberConfig {
         seed,
         fill_on_ready: config.batch_us.is_none(),
         observe: true,
+        ..MemberConfig::default()
     }
 }
 
@@ -2412,6 +2418,17 @@ fn describe_peer(message: &PeerMessage) -> String {
         PeerMessage::ReadIndexReply { id, index } => format!("ReadIndexReply #{id} index {index}"),
         PeerMessage::Chunk(c) => format!("Chunk of slot {} at {}", c.index, c.offset),
         PeerMessage::Attributes { .. } => "Attributes".into(),
+        PeerMessage::ChangeMembers {
+            client,
+            seq,
+            change,
+        } => format!("ChangeMembers c{client}#{seq} {change:?}"),
+        PeerMessage::ChangeRefused { client, seq, error } => {
+            format!(
+                "ChangeRefused c{client}#{seq} ({})",
+                MemberError::from_code(*error)
+            )
+        }
     }
 }
 

@@ -8,10 +8,12 @@
 //! is larger than its least encoding, so a count alone could ask for many
 //! times the frame); longer lists grow as their items arrive.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use super::durable::Record;
-use super::message::{AcceptedEntry, Command, Envelope, Message, Value};
+use super::membership::Membership;
+use super::message::{AcceptedEntry, Command, Envelope, Message, Reconfiguration, Value};
 use crate::ballot::Ballot;
 
 /// Most items a decoded list reserves room for before reading them.
@@ -94,6 +96,19 @@ impl Writer<'_> {
                     self.bytes(&c.payload);
                 }
             }
+            Value::Reconfigure(change) => {
+                self.u8(2);
+                for set in [&change.membership.voters, &change.membership.learners] {
+                    self.varint(set.len() as u64);
+                    for id in set {
+                        self.varint(*id);
+                    }
+                }
+                let c = &change.command;
+                self.varint(c.client);
+                self.varint(c.seq);
+                self.bytes(&c.payload);
+            }
         }
     }
 }
@@ -173,6 +188,24 @@ impl<'a> Reader<'a> {
                     });
                 }
                 Ok(Value::Batch(commands.into()))
+            }
+            2 => {
+                let mut sets = [BTreeSet::new(), BTreeSet::new()];
+                for set in &mut sets {
+                    for _ in 0..self.count()? {
+                        set.insert(self.varint()?);
+                    }
+                }
+                let [voters, learners] = sets;
+                let command = Command {
+                    client: self.varint()?,
+                    seq: self.varint()?,
+                    payload: self.bytes()?.to_vec(),
+                };
+                Ok(Value::Reconfigure(std::sync::Arc::new(Reconfiguration {
+                    membership: Membership { voters, learners },
+                    command,
+                })))
             }
             t => Err(DecodeError::Tag(t)),
         }
@@ -285,10 +318,15 @@ pub fn encode_message(message: &Message, w: &mut Writer<'_>) {
             w.varint(*commit_index);
             w.varint(*round);
         }
-        Message::HeartbeatAck { ballot, round } => {
+        Message::HeartbeatAck {
+            ballot,
+            round,
+            commit_index,
+        } => {
             w.u8(8);
             w.ballot(*ballot);
             w.varint(*round);
+            w.varint(*commit_index);
         }
         Message::CatchUp { from } => {
             w.u8(9);
@@ -356,6 +394,7 @@ pub fn decode_message(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
         8 => Message::HeartbeatAck {
             ballot: r.ballot()?,
             round: r.varint()?,
+            commit_index: r.varint()?,
         },
         9 => Message::CatchUp { from: r.varint()? },
         10 => Message::Chosen {
@@ -473,6 +512,20 @@ mod tests {
                 slot: 5,
                 value: Value::Noop,
             },
+            Message::Commit {
+                slot: 6,
+                value: Value::Reconfigure(std::sync::Arc::new(Reconfiguration {
+                    membership: Membership {
+                        voters: [1, 2, u64::MAX].into(),
+                        learners: [9].into(),
+                    },
+                    command: Command {
+                        client: 3,
+                        seq: 4,
+                        payload: vec![1, 2],
+                    },
+                })),
+            },
             Message::Chosen { ballot: b, slot: 5 },
             Message::Heartbeat {
                 ballot: b,
@@ -482,6 +535,7 @@ mod tests {
             Message::HeartbeatAck {
                 ballot: b,
                 round: 4,
+                commit_index: 11,
             },
             Message::CatchUp { from: 13 },
         ]

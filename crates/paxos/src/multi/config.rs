@@ -1,5 +1,6 @@
 //! How a replica is set up: membership, timeouts in ticks, and limits.
 
+use super::membership::Membership;
 use crate::ballot::NodeId;
 
 /// A replica's configuration. Times are in ticks, whose length the caller
@@ -8,8 +9,14 @@ use crate::ballot::NodeId;
 pub struct Config {
     /// This replica's id.
     pub id: NodeId,
-    /// Every member, this replica included.
+    /// The voters the cluster was first started with. The configuration
+    /// in force later comes from the log and the snapshot, not from here.
+    /// Empty for a member joining an existing cluster: its configuration
+    /// is unknown until it learns one.
     pub members: Vec<NodeId>,
+    /// The learners it was first started with (a member that joins an
+    /// existing cluster is told the configuration it joins).
+    pub learners: Vec<NodeId>,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: u32,
     /// Ticks without hearing a leader before a follower stands; the actual
@@ -49,6 +56,7 @@ impl Config {
         Config {
             id,
             members,
+            learners: Vec::new(),
             heartbeat_ticks: 2,
             election_ticks: 10,
             backoff_exponent_max: 4,
@@ -62,9 +70,12 @@ impl Config {
         }
     }
 
-    /// The number of replicas that makes a majority.
-    pub fn quorum(&self) -> usize {
-        self.members.len() / 2 + 1
+    /// The configuration the cluster was first started with.
+    pub fn initial_membership(&self) -> Membership {
+        Membership {
+            voters: self.members.iter().copied().collect(),
+            learners: self.learners.iter().copied().collect(),
+        }
     }
 }
 
@@ -97,4 +108,15 @@ pub enum Bug {
     /// keep-alives it has not applied yet (or a leader's clock) say
     /// otherwise.
     LeaseExpiryByFollowerClock,
+    /// A leader does not wait for a configuration change to be decided
+    /// before opening the slots after it, and counts each slot's votes by
+    /// the configuration it knows when they arrive: slots already in
+    /// flight when a change is decided are judged by the new one.
+    ConfigAppliesAtDecide,
+    /// A learner's vote counts toward a slot's quorum.
+    LearnerVotes,
+    /// A candidate completes phase 1 with a quorum of the newest
+    /// configuration it has heard of (its own accepted change included),
+    /// without one of the configuration in force for the slots it recovers.
+    SkipOldConfigPhase1,
 }

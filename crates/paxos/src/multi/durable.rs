@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::membership::Membership;
 use super::message::{Slot, Value};
 use super::take_through;
 use crate::ballot::Ballot;
@@ -47,6 +48,10 @@ impl Record {
 pub struct Durable {
     /// Slots up to here live in the state machine's snapshot, not the log.
     pub snapshot_slot: Slot,
+    /// The configuration in force after `snapshot_slot`, as the snapshot
+    /// recorded it; `None` means the one the replica was first started
+    /// with (no change has been decided up to the snapshot).
+    pub membership: Option<Membership>,
     /// The highest ballot promised (or used as a proposer).
     pub promised: Ballot,
     /// Per slot, the latest acceptance.

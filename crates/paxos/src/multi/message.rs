@@ -1,5 +1,6 @@
 //! What replicas say to each other, named after the protocol's phases.
 
+use super::membership::Membership;
 use crate::ballot::{Ballot, NodeId};
 
 /// A position in the replicated log; each slot is one single-decree instance.
@@ -31,6 +32,39 @@ pub enum Value {
     /// and every message and record that carries it, and copying it for
     /// each would cost an allocation per command.
     Batch(std::sync::Arc<[Command]>),
+    /// A configuration change (see [`super::membership`]): in force for
+    /// every slot after the one that decides it. Its command is applied to
+    /// the state machine like any other, which keeps the members' details
+    /// (names, addresses) and answers the client that asked.
+    Reconfigure(std::sync::Arc<Reconfiguration>),
+}
+
+impl Value {
+    /// The configuration this value brings in, if it is a change.
+    pub fn membership(&self) -> Option<&Membership> {
+        match self {
+            Value::Reconfigure(change) => Some(&change.membership),
+            _ => None,
+        }
+    }
+
+    /// The client commands it carries, in order.
+    pub fn commands(&self) -> &[Command] {
+        match self {
+            Value::Noop => &[],
+            Value::Batch(commands) => commands,
+            Value::Reconfigure(change) => std::slice::from_ref(&change.command),
+        }
+    }
+}
+
+/// A configuration change as decided in a slot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Reconfiguration {
+    /// The configuration in force after the slot.
+    pub membership: Membership,
+    /// The state machine's side of the change.
+    pub command: Command,
 }
 
 /// An acceptance an acceptor reports in its promise: the slot, the ballot it
@@ -123,6 +157,9 @@ pub enum Message {
         ballot: Ballot,
         /// The round acknowledged.
         round: u64,
+        /// The acknowledger's commit index: how far behind it is (a
+        /// learner is promoted only once it has caught up).
+        commit_index: Slot,
     },
     /// A lagging replica asks the leader for the decisions from `from` on.
     CatchUp {

@@ -17,13 +17,17 @@
 pub mod codec;
 mod config;
 mod durable;
+pub mod membership;
 mod message;
 mod output;
 mod replica;
 
 pub use config::{Bug, Config};
 pub use durable::{Durable, Record};
-pub use message::{AcceptedEntry, ClientId, Command, Envelope, Message, Slot, Value};
+pub use membership::Membership;
+pub use message::{
+    AcceptedEntry, ClientId, Command, Envelope, Message, Reconfiguration, Slot, Value,
+};
 pub use output::{Output, ProposeError, ReadId};
 pub use replica::{Compacted, Replica, Role};
 

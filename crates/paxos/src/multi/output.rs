@@ -97,6 +97,12 @@ pub enum ProposeError {
         /// The command, handed back (`None` for reads).
         command: Option<Command>,
     },
+    /// A configuration change is already in flight (one at a time), or the
+    /// one asked for has no voter.
+    Reconfiguring {
+        /// The change's command, handed back.
+        command: Option<Command>,
+    },
 }
 
 impl fmt::Display for ProposeError {
@@ -107,6 +113,9 @@ impl fmt::Display for ProposeError {
             } => write!(f, "not the leader (try node {id})"),
             ProposeError::NotLeader { leader: None, .. } => write!(f, "no leader"),
             ProposeError::Busy { .. } => write!(f, "too many requests queued"),
+            ProposeError::Reconfiguring { .. } => {
+                write!(f, "a configuration change is in progress")
+            }
         }
     }
 }

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::config::{Bug, Config};
 use super::durable::{Durable, Record};
-use super::message::{AcceptedEntry, Command, Envelope, Message, Slot, Value};
+use super::membership::Membership;
+use super::message::{AcceptedEntry, Command, Envelope, Message, Reconfiguration, Slot, Value};
 use super::output::{Output, ProposeError, ReadId};
 use super::take_through;
 use crate::ballot::{Ballot, NodeId};
@@ -26,6 +27,9 @@ struct Candidate {
     ballot: Ballot,
     first_slot: Slot,
     promises: BTreeMap<NodeId, Vec<AcceptedEntry>>,
+    /// Who was sent the `Prepare`: the voters of the first slot's
+    /// configuration, and of each change adopted since.
+    asked: BTreeSet<NodeId>,
 }
 
 /// A slot the leader proposed and has not yet seen chosen.
@@ -73,6 +77,14 @@ struct Leader {
     /// Per member, the tick of its last acknowledgement (check-quorum).
     acked_tick: BTreeMap<NodeId, u64>,
     reads: Vec<PendingRead>,
+    /// Per member, the commit index it last acknowledged with.
+    peer_commit: BTreeMap<NodeId, Slot>,
+    /// This leader's configuration change not yet seen decided, and the
+    /// configuration it brings: no slot after it opens until it is decided
+    /// (rule 2 of [`super::membership`]).
+    change: Option<(Slot, Membership)>,
+    /// Recovered slots after an undecided change, proposed once it is.
+    deferred: BTreeMap<Slot, Value>,
 }
 
 #[derive(Debug)]
@@ -98,6 +110,9 @@ pub struct Compacted {
 #[derive(Debug)]
 pub struct Replica {
     config: Config,
+    /// Each configuration keyed by the first slot it is in force for; the
+    /// one at key 0 is in force from the snapshot on (or from slot 1).
+    memberships: BTreeMap<Slot, Membership>,
     // Acceptor.
     promised: Ballot,
     accepted: BTreeMap<Slot, (Ballot, Value)>,
@@ -135,10 +150,13 @@ impl Replica {
     /// A replica restarting from what it persisted. Decisions it recorded
     /// are applied again, in order, through the outputs.
     pub fn restart(config: Config, durable: Durable) -> Self {
-        assert!(
-            config.members.contains(&config.id),
-            "a replica must be one of its members"
-        );
+        // Without voters it is unknown: a member that joined an existing
+        // cluster learns it from the log or a snapshot, and neither stands
+        // nor leads before.
+        let membership = durable
+            .membership
+            .clone()
+            .unwrap_or_else(|| config.initial_membership());
         assert!(config.heartbeat_ticks > 0 && config.election_ticks > config.heartbeat_ticks);
         let promised = if config.bug == Some(Bug::ForgetPromise) {
             Ballot::ZERO
@@ -150,8 +168,16 @@ impl Replica {
         let mut chosen = durable.committed;
         take_through(&mut accepted, snapshot_slot);
         take_through(&mut chosen, snapshot_slot);
+        let mut memberships = BTreeMap::new();
+        memberships.insert(0, membership);
+        for (slot, value) in &chosen {
+            if let Some(next) = value.membership() {
+                memberships.insert(slot + 1, next.clone());
+            }
+        }
         let mut replica = Replica {
             config,
+            memberships,
             promised,
             accepted,
             chosen,
@@ -218,6 +244,41 @@ impl Replica {
         }
     }
 
+    /// The configuration in force for the next slot to be decided.
+    pub fn membership(&self) -> &Membership {
+        self.membership_at(self.commit_index + 1)
+    }
+
+    /// The configuration in force for `slot`, as far as this replica knows
+    /// the decisions before it.
+    pub fn membership_at(&self, slot: Slot) -> &Membership {
+        membership_in(&self.memberships, slot)
+    }
+
+    /// A leader's view of a member: the commit index it last acknowledged
+    /// a heartbeat with, and whether it did so within two election
+    /// timeouts (etcd's "started" member). `None` when not leading.
+    pub fn peer_progress(&self, id: NodeId) -> Option<(Slot, bool)> {
+        let State::Leader(leader) = &self.state else {
+            return None;
+        };
+        if id == self.config.id {
+            return Some((self.commit_index, true));
+        }
+        let horizon = self
+            .now_tick
+            .saturating_sub(u64::from(self.config.election_ticks) * 2);
+        let live = leader.acked_tick.get(&id).is_some_and(|t| *t >= horizon)
+            && leader.acked_round.contains_key(&id);
+        Some((leader.peer_commit.get(&id).copied().unwrap_or(0), live))
+    }
+
+    /// Whether this leader has a configuration change in flight: another
+    /// must wait until it is decided.
+    pub fn reconfiguring(&self) -> bool {
+        matches!(&self.state, State::Leader(l) if l.change.is_some())
+    }
+
     /// The highest ballot promised.
     pub fn promised(&self) -> Ballot {
         self.promised
@@ -253,6 +314,7 @@ impl Replica {
             return Compacted::default();
         }
         self.snapshot_slot = slot;
+        self.forget_memberships_through(slot);
         Compacted {
             accepted: take_through(&mut self.accepted, slot),
             chosen: take_through(&mut self.chosen, slot),
@@ -261,14 +323,20 @@ impl Replica {
 
     /// The runtime installed a snapshot received from a peer, covering
     /// every slot up to `slot`, into the state machine (and made it
-    /// durable). Applying resumes after it.
-    pub fn install_snapshot(&mut self, slot: Slot) {
+    /// durable). `membership` is the configuration the snapshot records
+    /// as in force after it (`None`: no change was decided up to it).
+    /// Applying resumes after it.
+    pub fn install_snapshot(&mut self, slot: Slot, membership: Option<Membership>) {
         if slot <= self.commit_index {
             return;
         }
         self.commit_index = slot;
         self.applied = slot;
         self.snapshot_slot = slot;
+        self.forget_memberships_through(slot);
+        if let Some(membership) = membership.filter(Membership::is_valid) {
+            self.memberships.insert(0, membership);
+        }
         take_through(&mut self.accepted, slot);
         take_through(&mut self.chosen, slot);
         if let State::Leader(leader) = &mut self.state {
@@ -315,7 +383,10 @@ impl Replica {
         match &mut self.state {
             State::Follower => {
                 self.election_elapsed += 1;
-                if self.election_elapsed >= self.election_timeout {
+                // A learner, or a member removed, never stands.
+                if self.election_elapsed >= self.election_timeout
+                    && self.membership().is_voter(self.config.id)
+                {
                     self.stand();
                 }
             }
@@ -344,6 +415,37 @@ impl Replica {
     pub fn propose(&mut self, command: Command) -> Result<(), ProposeError> {
         self.enqueue(command)?;
         self.fill();
+        Ok(())
+    }
+
+    /// Proposes a configuration change: `membership` is in force for every
+    /// slot after the one that decides it, and `command` is applied with
+    /// it. One change at a time: while one is in flight another is
+    /// refused, and no slot after it opens until it is decided.
+    pub fn reconfigure(
+        &mut self,
+        membership: Membership,
+        command: Command,
+    ) -> Result<(), ProposeError> {
+        let State::Leader(leader) = &mut self.state else {
+            return Err(ProposeError::NotLeader {
+                command: Some(command),
+                leader: self.leader,
+            });
+        };
+        if leader.change.is_some() || !membership.is_valid() {
+            return Err(ProposeError::Reconfiguring {
+                command: Some(command),
+            });
+        }
+        let slot = leader.next_slot;
+        leader.next_slot += 1;
+        let value = Value::Reconfigure(std::sync::Arc::new(Reconfiguration {
+            membership,
+            command,
+        }));
+        self.propose_slot(slot, value);
+        self.drain_loopback();
         Ok(())
     }
 
@@ -407,10 +509,11 @@ impl Replica {
     /// Handles a message from a peer. Anything malformed, from a stranger,
     /// with an implausible ballot or an out-of-range slot is ignored.
     pub fn step(&mut self, envelope: Envelope) {
-        if envelope.to != self.config.id
-            || envelope.from == self.config.id
-            || !self.config.members.contains(&envelope.from)
-        {
+        // Anyone may tell us a decision or lead us: a member that joined
+        // after our last known configuration may be the leader. Votes and
+        // promises count only from the voters of the configuration in
+        // force for their slot, and a Prepare only from a voter.
+        if envelope.to != self.config.id || envelope.from == self.config.id {
             return;
         }
         if !self.plausible(envelope.from, &envelope.message) {
@@ -478,7 +581,11 @@ impl Replica {
                 commit_index,
                 round,
             } => self.on_heartbeat(from, ballot, commit_index, round),
-            Message::HeartbeatAck { ballot, round } => self.on_heartbeat_ack(from, ballot, round),
+            Message::HeartbeatAck {
+                ballot,
+                round,
+                commit_index,
+            } => self.on_heartbeat_ack(from, ballot, round, commit_index),
             Message::CatchUp { from: first } => self.on_catch_up(from, first),
         }
     }
@@ -495,17 +602,70 @@ impl Replica {
         }
     }
 
-    /// Sends to every member, this replica last (through the loopback, so its
-    /// own acceptor handles it like any other, persist included).
-    fn broadcast(&mut self, message: Message) {
+    /// Sends to each of `to`, this replica last if among them (through the
+    /// loopback, so its own acceptor handles it like any other, persist
+    /// included).
+    fn send_all(&mut self, to: impl IntoIterator<Item = NodeId>, message: Message) {
         let me = self.config.id;
-        for i in 0..self.config.members.len() {
-            let to = self.config.members[i];
-            if to != me {
-                self.send(to, message.clone());
+        let mut to_me = false;
+        for id in to {
+            if id == me {
+                to_me = true;
+            } else {
+                self.send(id, message.clone());
             }
         }
-        self.send(me, message);
+        if to_me {
+            self.send(me, message);
+        }
+    }
+
+    /// Whose votes count for `slot`: its configuration's voters (and, in a
+    /// broken variant, its learners).
+    fn counts_vote(&self, slot: Slot, id: NodeId) -> bool {
+        let membership = self.membership_at(slot);
+        membership.is_voter(id)
+            || (self.config.bug == Some(Bug::LearnerVotes) && membership.learners.contains(&id))
+    }
+
+    /// The members an `Accept` for `slot` goes to: those whose vote counts.
+    fn acceptors(&self, slot: Slot) -> Vec<NodeId> {
+        let membership = self.membership_at(slot);
+        let mut to: Vec<NodeId> = membership.voters.iter().copied().collect();
+        if self.config.bug == Some(Bug::LearnerVotes) {
+            to.extend(membership.learners.iter().copied());
+        }
+        to
+    }
+
+    /// The configurations a leader's quorum rounds (read confirmation,
+    /// check-quorum) must each reach: the one in force for the next slot
+    /// to decide and the one its change in flight brings in.
+    fn leading_memberships(&self) -> Vec<&Membership> {
+        let mut all = vec![self.membership()];
+        if let State::Leader(leader) = &self.state
+            && let Some((_, next)) = &leader.change
+        {
+            all.push(next);
+        }
+        all
+    }
+
+    /// Everyone a leader keeps informed: the members, voters and learners,
+    /// of the configurations it leads.
+    fn audience(&self) -> BTreeSet<NodeId> {
+        self.leading_memberships()
+            .into_iter()
+            .flat_map(Membership::all)
+            .collect()
+    }
+
+    /// Keeps the configuration in force after `slot` (at key 0) and every
+    /// later one; the ones before are no longer needed.
+    fn forget_memberships_through(&mut self, slot: Slot) {
+        let current = self.membership_at(slot + 1).clone();
+        self.memberships = self.memberships.split_off(&(slot + 2));
+        self.memberships.insert(0, current);
     }
 
     /// Handles messages this replica sent itself, in order. Each handler
@@ -588,6 +748,12 @@ impl Replica {
     }
 
     fn on_prepare(&mut self, from: NodeId, ballot: Ballot, first_slot: Slot) {
+        if from != self.config.id && !self.membership().is_voter(from) {
+            // A learner, a stranger or a member removed does not lead. (A
+            // voter added by a change this replica has not learned yet is
+            // refused until it has: only liveness waits on that.)
+            return;
+        }
         if from != self.config.id
             && ballot > self.promised
             && Some(from) != self.leader
@@ -682,7 +848,15 @@ impl Replica {
         self.leader_commit = self.leader_commit.max(commit_index);
         self.backoff_attempt = 0;
         self.reset_election_timer();
-        self.send(from, Message::HeartbeatAck { ballot, round });
+        let own_commit = self.commit_index;
+        self.send(
+            from,
+            Message::HeartbeatAck {
+                ballot,
+                round,
+                commit_index: own_commit,
+            },
+        );
         if commit_index > self.commit_index && self.catchup_tick != Some(self.now_tick) {
             self.catchup_tick = Some(self.now_tick);
             self.send(
@@ -717,13 +891,43 @@ impl Replica {
             Some((_, accepted)) if *accepted == value => accepted.clone(),
             _ => value,
         };
+        if let Some(next) = value.membership() {
+            self.memberships.insert(slot + 1, next.clone());
+        }
         self.chosen.insert(slot, value.clone());
         self.persist(Record::Commit { slot, value });
+        let mut released = BTreeMap::new();
         if let State::Leader(leader) = &mut self.state {
             leader.inflight.remove(&slot);
+            if leader.change.as_ref().is_some_and(|(at, _)| *at == slot) {
+                // Decided (ours or, if we lost the slot, another's): the
+                // slots after it have a known configuration now.
+                leader.change = None;
+                released = std::mem::take(&mut leader.deferred);
+            }
+        }
+        for (slot, value) in released {
+            self.propose_slot(slot, value);
         }
         self.advance();
         self.fill_slots();
+        self.leave_if_removed();
+    }
+
+    /// A leader that is no voter of the configuration it now leads (it
+    /// removed itself) steps down once its change is decided, so that the
+    /// remaining voters elect one of their own.
+    fn leave_if_removed(&mut self) {
+        let State::Leader(leader) = &self.state else {
+            return;
+        };
+        if leader.change.is_none()
+            && !self
+                .membership_at(leader.next_slot)
+                .is_voter(self.config.id)
+        {
+            self.step_down(None);
+        }
     }
 
     /// Moves the commit index over every contiguous decision and applies
@@ -792,15 +996,99 @@ impl Replica {
         self.max_seen = ballot;
         self.persist(Record::Promise(ballot));
         let first_slot = self.commit_index + 1;
+        let asked = if self.config.bug == Some(Bug::SkipOldConfigPhase1) {
+            self.newest_membership_heard(first_slot).voters.clone()
+        } else {
+            self.membership_at(first_slot).voters.clone()
+        };
         self.state = State::Candidate(Candidate {
             ballot,
             first_slot,
             promises: BTreeMap::new(),
+            asked: asked.clone(),
         });
         self.leader = None;
         self.election_elapsed = 0;
         self.election_timeout = 0;
-        self.broadcast(Message::Prepare { ballot, first_slot });
+        self.send_all(asked, Message::Prepare { ballot, first_slot });
+    }
+
+    /// The newest configuration this replica has heard of from `first_slot`
+    /// on, decided or only accepted: what the broken variant
+    /// `skip-old-config-phase1` completes phase 1 against.
+    fn newest_membership_heard(&self, first_slot: Slot) -> &Membership {
+        let accepted = self
+            .accepted
+            .range(first_slot..)
+            .filter_map(|(slot, (_, value))| value.membership().map(|m| (*slot, m)));
+        let known = self
+            .memberships
+            .iter()
+            .filter(|(key, _)| **key > first_slot)
+            .map(|(key, m)| (key - 1, m));
+        accepted
+            .chain(known)
+            .max_by_key(|(slot, _)| *slot)
+            .map_or_else(|| self.membership_at(first_slot), |(_, m)| m)
+    }
+
+    /// Phase 1's walk (rule 3 of [`super::membership`]): over every slot
+    /// from the first unknown one on, in order, the value to adopt (the
+    /// highest-ballot one the voters of that slot's configuration
+    /// reported, or the decision if known), checking that a quorum of each
+    /// configuration in force on the way has promised. `Err` names a
+    /// configuration short of a quorum.
+    fn recover(&self, candidate: &Candidate) -> Result<BTreeMap<Slot, Value>, Membership> {
+        let skip_old = self.config.bug == Some(Bug::SkipOldConfigPhase1);
+        let promised = || candidate.promises.keys();
+        let mut membership = self.membership_at(candidate.first_slot);
+        if skip_old {
+            membership = self.newest_membership_heard(candidate.first_slot);
+        } else if !membership.is_quorum(promised()) {
+            return Err(membership.clone());
+        }
+        let mut reported: BTreeMap<Slot, Vec<(NodeId, &AcceptedEntry)>> = BTreeMap::new();
+        for (from, entries) in &candidate.promises {
+            for entry in entries {
+                if entry.slot >= candidate.first_slot {
+                    reported.entry(entry.slot).or_default().push((*from, entry));
+                }
+            }
+        }
+        let mut slots: BTreeSet<Slot> = reported.keys().copied().collect();
+        slots.extend(self.chosen.range(candidate.first_slot..).map(|(s, _)| *s));
+        let mut adopted = BTreeMap::new();
+        for slot in slots {
+            let value = match self.chosen.get(&slot) {
+                Some(value) => value,
+                None => {
+                    let best = reported
+                        .get(&slot)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(from, _)| skip_old || membership.is_voter(*from))
+                        .max_by_key(|(_, entry)| entry.ballot);
+                    let Some((_, entry)) = best else {
+                        continue;
+                    };
+                    &entry.value
+                }
+            };
+            adopted.insert(slot, value.clone());
+            if let Some(next) = value.membership() {
+                if skip_old {
+                    continue;
+                }
+                membership = next;
+                if !membership.is_quorum(promised()) {
+                    return Err(membership.clone());
+                }
+            }
+        }
+        if skip_old && !membership.is_quorum(promised()) {
+            return Err(membership.clone());
+        }
+        Ok(adopted)
     }
 
     fn on_promise(
@@ -826,8 +1114,25 @@ impl Replica {
             return;
         }
         candidate.promises.insert(from, accepted);
-        if candidate.promises.len() >= self.config.quorum() {
-            self.become_leader();
+        let State::Candidate(candidate) = &self.state else {
+            return;
+        };
+        match self.recover(candidate) {
+            Ok(adopted) => self.become_leader(adopted),
+            Err(short) => {
+                // A change it adopts brings in voters not asked yet.
+                let State::Candidate(candidate) = &mut self.state else {
+                    return;
+                };
+                let fresh: Vec<NodeId> =
+                    short.voters.difference(&candidate.asked).copied().collect();
+                candidate.asked.extend(fresh.iter().copied());
+                let prepare = Message::Prepare {
+                    ballot: candidate.ballot,
+                    first_slot: candidate.first_slot,
+                };
+                self.send_all(fresh, prepare);
+            }
         }
     }
 
@@ -846,24 +1151,12 @@ impl Replica {
     /// Phase 1 won: adopt, for every slot from the first unchosen one on, the
     /// value with the highest ballot any promise reported, fill holes with
     /// no-ops, and propose them all with our ballot.
-    fn become_leader(&mut self) {
+    fn become_leader(&mut self, mut best: BTreeMap<Slot, Value>) {
         let State::Candidate(candidate) = std::mem::replace(&mut self.state, State::Follower)
         else {
             return;
         };
         let ballot = candidate.ballot;
-        let mut best: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
-        for entries in candidate.promises.into_values() {
-            for entry in entries {
-                if entry.slot < candidate.first_slot {
-                    continue;
-                }
-                let better = best.get(&entry.slot).is_none_or(|(b, _)| entry.ballot > *b);
-                if better {
-                    best.insert(entry.slot, (entry.ballot, entry.value));
-                }
-            }
-        }
         let last_reported = best.keys().next_back().copied().unwrap_or(0);
         let last_known = self.chosen.keys().next_back().copied().unwrap_or(0);
         let recovered_upto = last_reported.max(last_known).max(candidate.first_slot - 1);
@@ -882,9 +1175,12 @@ impl Replica {
             fastest: Vec::new(),
             fastest_tick: 0,
             reads: Vec::new(),
+            change: None,
+            deferred: BTreeMap::new(),
+            peer_commit: BTreeMap::new(),
         };
-        for member in &self.config.members {
-            leader.acked_tick.insert(*member, self.now_tick);
+        for member in self.membership().all() {
+            leader.acked_tick.insert(member, self.now_tick);
         }
         self.state = State::Leader(Box::new(leader));
         self.leader = Some(self.config.id);
@@ -896,7 +1192,7 @@ impl Replica {
                 continue;
             }
             let value = match best.remove(&slot) {
-                Some((_, value)) if !skip_adoption => value,
+                Some(value) if !skip_adoption => value,
                 _ => Value::Noop,
             };
             self.propose_slot(slot, value);
@@ -908,9 +1204,29 @@ impl Replica {
     // ----- proposer: phase 2 -----
 
     fn propose_slot(&mut self, slot: Slot, value: Value) {
+        let at_decide = self.config.bug == Some(Bug::ConfigAppliesAtDecide);
+        let now = self.now_tick;
         let State::Leader(leader) = &mut self.state else {
             return;
         };
+        if let Some((change_slot, _)) = &leader.change
+            && slot > *change_slot
+            && !at_decide
+        {
+            // Its configuration is not known until the change is decided.
+            leader.deferred.insert(slot, value);
+            return;
+        }
+        if let Some(next) = value.membership() {
+            debug_assert!(
+                leader.change.is_none() || at_decide,
+                "one configuration change in flight at a time"
+            );
+            leader.change = Some((slot, next.clone()));
+            for member in next.all() {
+                leader.acked_tick.entry(member).or_insert(now);
+            }
+        }
         let ballot = leader.ballot;
         let lone = matches!(&value, Value::Batch(commands) if commands.len() == 1);
         let thrifty = if lone { self.thrifty_peers() } else { None };
@@ -939,7 +1255,10 @@ impl Replica {
                 // Last, as in a broadcast: its own acceptance after the sends.
                 self.send(self.config.id, accept);
             }
-            None => self.broadcast(accept),
+            None => {
+                let to = self.acceptors(slot);
+                self.send_all(to, accept);
+            }
         }
     }
 
@@ -957,11 +1276,21 @@ impl Replica {
         if !self.config.thrifty || !leader.inflight.is_empty() || !fresh {
             return None;
         }
-        let need = self.config.quorum() - 1;
+        let membership = self.membership_at(leader.next_slot);
+        if !membership.is_voter(self.config.id) || self.config.bug.is_some() {
+            return None;
+        }
+        let need = membership.quorum() - 1;
         let horizon = self
             .now_tick
             .saturating_sub(u64::from(self.config.heartbeat_ticks) * 2);
-        let peers: Vec<NodeId> = leader.fastest.iter().take(need).copied().collect();
+        let peers: Vec<NodeId> = leader
+            .fastest
+            .iter()
+            .filter(|p| membership.is_voter(**p))
+            .take(need)
+            .copied()
+            .collect();
         let live = peers.iter().all(|p| {
             leader
                 .acked_tick
@@ -978,7 +1307,10 @@ impl Replica {
             let State::Leader(leader) = &mut self.state else {
                 return;
             };
-            if leader.queue.is_empty() || leader.inflight.len() >= self.config.inflight_slots_max {
+            if leader.queue.is_empty()
+                || leader.inflight.len() >= self.config.inflight_slots_max
+                || (leader.change.is_some() && self.config.bug != Some(Bug::ConfigAppliesAtDecide))
+            {
                 return;
             }
             let n = leader.queue.len().min(self.config.batch_commands_max);
@@ -990,7 +1322,11 @@ impl Replica {
     }
 
     fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot) {
-        let quorum = self.config.quorum();
+        if !self.counts_vote(slot, from) {
+            return;
+        }
+        let membership = membership_in(&self.memberships, slot);
+        let quorum = membership.quorum();
         let State::Leader(leader) = &mut self.state else {
             return;
         };
@@ -1011,13 +1347,27 @@ impl Replica {
         if !proposal.thrifty {
             // The first to answer: the next idle slots' quorum.
             leader.fastest.clear();
-            leader
-                .fastest
-                .extend(proposal.votes.iter().filter(|v| **v != me).take(quorum - 1));
+            leader.fastest.extend(
+                proposal
+                    .votes
+                    .iter()
+                    .filter(|v| **v != me && membership.is_voter(**v))
+                    .take(quorum - 1),
+            );
             leader.fastest_tick = self.now_tick;
         }
-        for i in 0..self.config.members.len() {
-            let to = self.config.members[i];
+        // Everyone of the slot's configuration and of the one after it (a
+        // change's decision reaches the members it removes and adds).
+        let mut to: Vec<NodeId> = membership.all().collect();
+        if proposal.value.membership().is_some() {
+            to.extend(membership_in(&self.memberships, slot + 1).all());
+            if let Some(next) = proposal.value.membership() {
+                to.extend(next.all());
+            }
+            to.sort_unstable();
+            to.dedup();
+        }
+        for to in to {
             if to == me {
                 continue;
             }
@@ -1055,6 +1405,7 @@ impl Replica {
     /// that have not answered.
     fn retransmit(&mut self) {
         const RETRANSMIT_SLOTS_MAX: usize = 256;
+        let learner_votes = self.config.bug == Some(Bug::LearnerVotes);
         let State::Leader(leader) = &mut self.state else {
             return;
         };
@@ -1071,7 +1422,9 @@ impl Replica {
                 proposal.sent_tick = self.now_tick;
                 // To every member that has not answered: no longer thrifty.
                 proposal.thrifty = false;
-                for member in &self.config.members {
+                let membership = membership_in(&self.memberships, *slot);
+                let learners = membership.learners.iter().filter(|_| learner_votes);
+                for member in membership.voters.iter().chain(learners) {
                     if *member != self.config.id && !proposal.votes.contains(member) {
                         resend.push((*member, *slot, proposal.value.clone()));
                     }
@@ -1104,12 +1457,18 @@ impl Replica {
         let horizon = self
             .now_tick
             .saturating_sub(u64::from(self.config.election_ticks) * 2);
-        let live = leader
+        let me = self.config.id;
+        let live: Vec<NodeId> = leader
             .acked_tick
             .iter()
-            .filter(|(id, tick)| **id == self.config.id || **tick >= horizon)
-            .count();
-        if live < self.config.quorum() {
+            .filter(|(id, tick)| **id == me || **tick >= horizon)
+            .map(|(id, _)| *id)
+            .collect();
+        let cut_off = self
+            .leading_memberships()
+            .iter()
+            .any(|m| !m.is_quorum(&live));
+        if cut_off {
             self.step_down(None);
         }
     }
@@ -1119,6 +1478,7 @@ impl Replica {
     fn start_read_round(&mut self) {
         let me = self.config.id;
         let commit_index = self.commit_index;
+        let audience = self.audience();
         let State::Leader(leader) = &mut self.state else {
             return;
         };
@@ -1129,8 +1489,7 @@ impl Replica {
         let ballot = leader.ballot;
         leader.acked_round.insert(me, round);
         leader.acked_tick.insert(me, self.now_tick);
-        for i in 0..self.config.members.len() {
-            let to = self.config.members[i];
+        for to in audience {
             if to != me {
                 self.send(
                     to,
@@ -1145,7 +1504,7 @@ impl Replica {
         self.confirm_rounds();
     }
 
-    fn on_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, round: u64) {
+    fn on_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, round: u64, commit_index: Slot) {
         let now = self.now_tick;
         let State::Leader(leader) = &mut self.state else {
             return;
@@ -1153,6 +1512,7 @@ impl Replica {
         if leader.ballot != ballot || round > leader.started_round {
             return;
         }
+        leader.peer_commit.insert(from, commit_index);
         let acked = leader.acked_round.entry(from).or_insert(0);
         *acked = (*acked).max(round);
         leader.acked_tick.insert(from, now);
@@ -1163,13 +1523,29 @@ impl Replica {
     /// The highest round a quorum acknowledged is confirmed; reads waiting
     /// on it may go once applied far enough.
     fn confirm_rounds(&mut self) {
-        let quorum = self.config.quorum();
+        let State::Leader(leader) = &self.state else {
+            return;
+        };
+        // The highest round a quorum of every configuration it leads
+        // acknowledged.
+        let confirmed = self
+            .leading_memberships()
+            .into_iter()
+            .map(|membership| {
+                let mut rounds: Vec<u64> = leader
+                    .acked_round
+                    .iter()
+                    .filter(|(id, _)| membership.is_voter(**id))
+                    .map(|(_, round)| *round)
+                    .collect();
+                rounds.sort_unstable_by(|a, b| b.cmp(a));
+                rounds.get(membership.quorum() - 1).copied().unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0);
         let State::Leader(leader) = &mut self.state else {
             return;
         };
-        let mut rounds: Vec<u64> = leader.acked_round.values().copied().collect();
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = rounds.get(quorum - 1).copied().unwrap_or(0);
         if confirmed > leader.confirmed_round {
             leader.confirmed_round = confirmed;
         }
@@ -1198,4 +1574,14 @@ impl Replica {
             self.outputs.push(Output::ReadReady { read, index });
         }
     }
+}
+
+/// The configuration in force for `slot` in a map keyed by first slot; a
+/// free function so that callers may hold it beside a leader's state.
+fn membership_in(memberships: &BTreeMap<Slot, Membership>, slot: Slot) -> &Membership {
+    memberships
+        .range(..=slot)
+        .next_back()
+        .map(|(_, membership)| membership)
+        .expect("a configuration is in force from key 0 on")
 }

@@ -26,6 +26,12 @@ pub enum ApiError {
     /// The node is overloaded; try again.
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    /// A configuration change refused, with etcd's text.
+    #[error(transparent)]
+    Cluster(#[from] kv::ClusterError),
+    /// A learner serves serializable reads and status only.
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
 }
 
 impl From<member::MemberError> for ApiError {
@@ -35,6 +41,8 @@ impl From<member::MemberError> for ApiError {
             member::MemberError::NoLeader => ApiError::NoLeader,
             member::MemberError::Timeout => ApiError::Timeout,
             member::MemberError::TooManyRequests => ApiError::TooManyRequests,
+            member::MemberError::Cluster(e) => ApiError::Cluster(e),
+            member::MemberError::NotSupportedForLearner => ApiError::NotSupportedForLearner,
         }
     }
 }

@@ -34,6 +34,18 @@ pub fn api_code(err: &ApiError) -> Code {
         ApiError::Kv(e) => grpc_code(e.code()),
         ApiError::NoLeader | ApiError::Timeout | ApiError::Stopped => Code::Unavailable,
         ApiError::TooManyRequests => Code::ResourceExhausted,
+        ApiError::NotSupportedForLearner => Code::Unavailable,
+        ApiError::Cluster(e) => match e {
+            kv::ClusterError::MemberNotFound => Code::NotFound,
+            kv::ClusterError::Unhealthy => Code::Unavailable,
+            kv::ClusterError::PeerUrlExists
+            | kv::ClusterError::MemberExists
+            | kv::ClusterError::NotLearner
+            | kv::ClusterError::LearnerNotReady
+            | kv::ClusterError::TooManyLearners
+            | kv::ClusterError::NotEnoughStartedMembers
+            | kv::ClusterError::NoVoterLeft => Code::FailedPrecondition,
+        },
     }
 }
 
@@ -178,6 +190,31 @@ mod tests {
             ApiError::TooManyRequests,
             Code::ResourceExhausted,
             "etcdserver: too many requests",
+        );
+        check(
+            ApiError::NotSupportedForLearner,
+            Code::Unavailable,
+            "etcdserver: rpc not supported for learner",
+        );
+        check(
+            ApiError::Cluster(kv::ClusterError::MemberNotFound),
+            Code::NotFound,
+            "etcdserver: member not found",
+        );
+        check(
+            ApiError::Cluster(kv::ClusterError::PeerUrlExists),
+            Code::FailedPrecondition,
+            "etcdserver: Peer URLs already exists",
+        );
+        check(
+            ApiError::Cluster(kv::ClusterError::LearnerNotReady),
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        );
+        check(
+            ApiError::Cluster(kv::ClusterError::NotEnoughStartedMembers),
+            Code::FailedPrecondition,
+            "etcdserver: re-configuration failed due to not enough started members",
         );
     }
 

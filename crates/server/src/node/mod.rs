@@ -353,7 +353,11 @@ fn recover(config: &NodeConfig, me: NodeId) -> Result<(disk::Disk, Member<ReplyT
     let mut paxos = PaxosConfig::new(me, ids);
     paxos.heartbeat_ticks = config.heartbeat_ticks;
     paxos.election_ticks = config.election_ticks;
-    let replica = Replica::restart(paxos, restored.durable);
+    let mut durable = restored.durable;
+    // The configuration in force after the snapshot is the one its member
+    // table makes (none: no change yet, the initial one).
+    durable.membership = member::membership_of(store.members());
+    let replica = Replica::restart(paxos, durable);
     let mut member = Member::new(
         replica,
         store,
@@ -363,6 +367,7 @@ fn recover(config: &NodeConfig, me: NodeId) -> Result<(disk::Disk, Member<ReplyT
             seed: random_seed(),
             fill_on_ready: true,
             observe: false,
+            ..member::Config::default()
         },
     );
     member.advertise(config.advertise_client_urls.clone());
