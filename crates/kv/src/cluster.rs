@@ -72,6 +72,15 @@ pub enum MemberChange {
         /// The learner.
         id: u64,
     },
+    /// Several voters out and in at once, in one change (no etcd call
+    /// does this; the protocol allows any new configuration, and the
+    /// simulator replaces a wiped member and grows 3 to 5 this way).
+    Replace {
+        /// The members removed.
+        remove: Vec<u64>,
+        /// The voters added: id and peer URLs.
+        add: Vec<(u64, Vec<String>)>,
+    },
 }
 
 /// Why a member change is refused, with etcd's texts.
@@ -115,6 +124,11 @@ impl MemberChange {
             | MemberChange::Remove { id }
             | MemberChange::Update { id, .. }
             | MemberChange::Promote { id } => *id,
+            MemberChange::Replace { remove, add } => add
+                .first()
+                .map(|(id, _)| *id)
+                .or_else(|| remove.first().copied())
+                .unwrap_or(0),
         }
     }
 
@@ -178,6 +192,31 @@ impl MemberChange {
                     return Err(ClusterError::NotLearner);
                 }
                 table[at].is_learner = false;
+            }
+            MemberChange::Replace { remove, add } => {
+                for id in remove {
+                    let at = find(&table, *id).ok_or(ClusterError::MemberNotFound)?;
+                    table.remove(at);
+                }
+                for (id, peer_urls) in add {
+                    if find(&table, *id).is_some() {
+                        return Err(ClusterError::MemberExists);
+                    }
+                    if url_taken(&table, peer_urls, *id) {
+                        return Err(ClusterError::PeerUrlExists);
+                    }
+                    table.push(ClusterMember {
+                        id: *id,
+                        name: String::new(),
+                        peer_urls: peer_urls.clone(),
+                        client_urls: Vec::new(),
+                        is_learner: false,
+                    });
+                }
+                table.sort_by_key(|m| m.id);
+                if !table.iter().any(|m| !m.is_learner) {
+                    return Err(ClusterError::NoVoterLeft);
+                }
             }
         }
         Ok(table)
@@ -284,6 +323,24 @@ mod tests {
         assert_eq!(
             MemberChange::Remove { id: 1 }.apply_to(&only, 1),
             Err(ClusterError::NoVoterLeft)
+        );
+        let replaced = MemberChange::Replace {
+            remove: vec![1, 2],
+            add: vec![(5, vec!["http://e".into()]), (6, vec!["http://f".into()])],
+        }
+        .apply_to(&table, 1)
+        .expect("replaced in one change");
+        assert_eq!(
+            replaced.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![5, 6]
+        );
+        assert_eq!(
+            MemberChange::Replace {
+                remove: vec![1],
+                add: vec![(7, vec!["http://b".into()])],
+            }
+            .apply_to(&table, 1),
+            Err(ClusterError::PeerUrlExists)
         );
         let updated = MemberChange::Update {
             id: 2,

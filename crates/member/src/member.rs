@@ -134,10 +134,14 @@ pub struct Member<T> {
     writes: BTreeMap<(u64, u64), Waiter<T>>,
     reads: BTreeMap<ReadId, ReadWaiter<T>>,
     /// Our reads whose index we asked the leader for, by our id.
-    remote_reads: BTreeMap<u64, PendingRead<T>>,
+    /// Each with the member asked: only its answer serves the read.
+    remote_reads: BTreeMap<u64, (NodeId, PendingRead<T>)>,
     /// Reads the leader gave an index for, waiting for the store to get
     /// there.
     reads_at_index: BTreeMap<Slot, Vec<PendingRead<T>>>,
+    /// Read ids start at a random number each life: an answer to a read
+    /// of an earlier life, delayed in the network, must not serve a read
+    /// of this one.
     next_read: u64,
     /// Which watch session owns each watch.
     watch_owner: BTreeMap<i64, u64>,
@@ -201,6 +205,7 @@ fn leader_client_id(ballot: Ballot) -> u64 {
 impl<T> Member<T> {
     /// A member over a replica and a store recovered to the same slot.
     pub fn new(replica: Replica, store: Store, config: Config) -> Self {
+        let next_read = splitmix64(&mut config.seed.clone()) >> 1;
         Member {
             me: replica.id(),
             applied_slot: replica.snapshot_slot(),
@@ -216,7 +221,7 @@ impl<T> Member<T> {
             reads: BTreeMap::new(),
             remote_reads: BTreeMap::new(),
             reads_at_index: BTreeMap::new(),
-            next_read: 1,
+            next_read,
             watch_owner: BTreeMap::new(),
             expiring: BTreeMap::new(),
             applied_since_snapshot: 0,
@@ -538,7 +543,10 @@ impl<T> Member<T> {
                 }
             }
             PeerMessage::ReadIndexReply { id, index } => {
-                if let Some(read) = self.remote_reads.remove(&id) {
+                let asked = self.remote_reads.get(&id).map(|(asked, _)| *asked);
+                if asked == Some(from)
+                    && let Some((_, read)) = self.remote_reads.remove(&id)
+                {
                     let applied = if self.bug(Bug::FollowerReadAtCoreApplied) {
                         self.replica.applied()
                     } else {
@@ -656,11 +664,11 @@ impl<T> Member<T> {
         let expired: Vec<u64> = self
             .remote_reads
             .iter()
-            .filter(|(_, r)| r.deadline_ms <= now)
+            .filter(|(_, (_, r))| r.deadline_ms <= now)
             .map(|(k, _)| *k)
             .collect();
         for id in expired {
-            if let Some(read) = self.remote_reads.remove(&id) {
+            if let Some((_, read)) = self.remote_reads.remove(&id) {
                 self.reply(read.token, Err(MemberError::Timeout));
             }
         }
@@ -938,7 +946,7 @@ impl<T> Member<T> {
                     to: leader,
                     message: PeerMessage::ReadIndex { id },
                 });
-                self.remote_reads.insert(id, read);
+                self.remote_reads.insert(id, (leader, read));
             }
             _ => self.reply(read.token, Err(MemberError::NoLeader)),
         }

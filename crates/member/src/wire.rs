@@ -17,7 +17,7 @@
 //! | 35 | `ReadIndexReply` | id, index |
 //! | 36 | `Chunk` | slot, offset, total, crc32c, bytes |
 //! | 37 | `Attributes` | count, then each client URL as bytes (UTF-8) |
-//! | 38 | `ChangeMembers` | client, seq, kind (1 add, 2 remove, 3 update, 4 promote), id, peer URLs (add, update), learner (add) |
+//! | 38 | `ChangeMembers` | client, seq, kind (1 add, 2 remove, 3 update, 4 promote: id, peer URLs for add and update, learner for add; 5 replace: removed ids, added ids with peer URLs) |
 //! | 39 | `ChangeRefused` | client, seq, error code (`MemberError::code`) |
 //!
 //! Decoding never panics and reserves as the Paxos codec does (a count is
@@ -165,6 +165,18 @@ pub fn encode_peer(from: NodeId, to: NodeId, message: &PeerMessage, out: &mut Ve
                     w.u8(4);
                     w.varint(*id);
                 }
+                MemberChange::Replace { remove, add } => {
+                    w.u8(5);
+                    w.varint(remove.len() as u64);
+                    for id in remove {
+                        w.varint(*id);
+                    }
+                    w.varint(add.len() as u64);
+                    for (id, urls) in add {
+                        w.varint(*id);
+                        write_urls(&mut w, urls);
+                    }
+                }
             }
         }
         PeerMessage::ChangeRefused { client, seq, error } => {
@@ -264,6 +276,19 @@ fn decode_peer(r: &mut Reader<'_>) -> Result<PeerMessage, DecodeError> {
                     peer_urls: read_urls(r)?,
                 },
                 4 => MemberChange::Promote { id: r.varint()? },
+                5 => {
+                    let n = r.count()?;
+                    let mut remove = Vec::with_capacity(n.min(codec::RESERVE_ITEMS_MAX));
+                    for _ in 0..n {
+                        remove.push(r.varint()?);
+                    }
+                    let n = r.count()?;
+                    let mut add = Vec::with_capacity(n.min(codec::RESERVE_ITEMS_MAX));
+                    for _ in 0..n {
+                        add.push((r.varint()?, read_urls(r)?));
+                    }
+                    MemberChange::Replace { remove, add }
+                }
                 t => return Err(DecodeError::Tag(t)),
             };
             PeerMessage::ChangeMembers {
@@ -339,6 +364,14 @@ mod tests {
                 client: 4,
                 seq: 8,
                 change: MemberChange::Promote { id: 3 },
+            }),
+            peer(PeerMessage::ChangeMembers {
+                client: 4,
+                seq: 9,
+                change: MemberChange::Replace {
+                    remove: vec![1, 2],
+                    add: vec![(7, vec!["a".into()]), (8, vec![])],
+                },
             }),
             peer(PeerMessage::ChangeRefused {
                 client: 4,

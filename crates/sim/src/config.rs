@@ -27,6 +27,10 @@ pub struct Nemesis {
     /// runs on, then take everything that piled up. No wall clock is
     /// stepped: nothing in a member reads one.
     pub clock: bool,
+    /// Configuration changes: learners added and promoted, voters removed,
+    /// a member replaced by a fresh one with an empty disk, growing 3 to 5
+    /// and shrinking back, in single and in multi-member changes.
+    pub membership: bool,
 }
 
 /// The largest drift of a node's clock under the clock nemesis, in parts
@@ -44,6 +48,7 @@ impl Nemesis {
             delay: true,
             disk: true,
             clock: true,
+            membership: true,
         }
     }
 
@@ -56,12 +61,12 @@ impl Nemesis {
             || self.delay
             || self.disk
             || self.clock
+            || self.membership
     }
 }
 
 /// The names the command line accepts.
-pub const NEMESIS_NAMES: &str =
-    "all, none, or a comma list of crash, partition, loss, duplicate, delay, disk, clock";
+pub const NEMESIS_NAMES: &str = "all, none, or a comma list of crash, partition, loss, duplicate, delay, disk, clock, membership";
 
 impl FromStr for Nemesis {
     type Err = String;
@@ -79,6 +84,7 @@ impl FromStr for Nemesis {
                 "delay" => n.delay = true,
                 "disk" => n.disk = true,
                 "clock" => n.clock = true,
+                "membership" => n.membership = true,
                 other => return Err(format!("unknown fault {other:?}; expected {NEMESIS_NAMES}")),
             }
         }
@@ -99,6 +105,7 @@ impl fmt::Display for Nemesis {
             (self.delay, "delay"),
             (self.disk, "disk"),
             (self.clock, "clock"),
+            (self.membership, "membership"),
         ]
         .iter()
         .filter(|(on, _)| *on)

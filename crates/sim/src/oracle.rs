@@ -25,7 +25,9 @@ type Votes = (Value, BTreeSet<NodeId>);
 /// The all-seeing judge of one run.
 #[derive(Debug, Default)]
 pub struct Oracle {
-    quorum: usize,
+    /// The voters in force from each slot on, as the chosen configuration
+    /// changes say: a slot is chosen only by a quorum of its own.
+    configs: BTreeMap<Slot, BTreeSet<NodeId>>,
     /// Per slot and ballot, each value accepted and who accepted it.
     votes: BTreeMap<(Slot, Ballot), Vec<Votes>>,
     /// Values chosen so far: a quorum accepted them at one ballot.
@@ -93,11 +95,62 @@ pub fn value_digest(value: &Value) -> u64 {
 }
 
 impl Oracle {
-    /// An oracle for a cluster of `members` replicas.
+    /// An oracle for a cluster first started with voters 1 to `members`.
     pub fn new(members: usize) -> Self {
+        let mut configs = BTreeMap::new();
+        configs.insert(1, (1..=members as NodeId).collect());
         Oracle {
-            quorum: members / 2 + 1,
+            configs,
             ..Oracle::default()
+        }
+    }
+
+    /// The voters in force for `slot`.
+    pub fn voters_at(&self, slot: Slot) -> &BTreeSet<NodeId> {
+        static NONE: BTreeSet<NodeId> = BTreeSet::new();
+        self.configs
+            .range(..=slot)
+            .next_back()
+            .map_or(&NONE, |(_, voters)| voters)
+    }
+
+    /// Whether `voters` hold a quorum of the voters in force for `slot`.
+    fn is_quorum(&self, slot: Slot, voters: &BTreeSet<NodeId>) -> bool {
+        let config = self.voters_at(slot);
+        voters.intersection(config).count() > config.len() / 2
+    }
+
+    /// Whether a quorum of `slot`'s voters accepted `value` at one ballot.
+    fn certified(&self, slot: Slot, value: &Value) -> bool {
+        self.votes
+            .range((slot, Ballot::ZERO)..=(slot, Ballot::new(u64::MAX, u64::MAX)))
+            .flat_map(|(_, values)| values)
+            .any(|(v, voters)| v == value && self.is_quorum(slot, voters))
+    }
+
+    /// A configuration change was chosen in `slot`: its voters are in force
+    /// after it. What was taken as chosen after it by the old voters alone
+    /// is judged again by the new ones.
+    fn config_chosen(&mut self, time_us: u64, slot: Slot, voters: BTreeSet<NodeId>) {
+        if self.configs.get(&(slot + 1)) == Some(&voters) {
+            return;
+        }
+        self.configs.insert(slot + 1, voters);
+        let later: Vec<Slot> = self.chosen.range(slot + 1..).map(|(s, _)| *s).collect();
+        for s in later {
+            if let Some(value) = self.chosen.get(&s)
+                && !self.certified(s, value)
+            {
+                self.chosen.remove(&s);
+            }
+        }
+        let votes: Vec<(Slot, Ballot, Value)> = self
+            .votes
+            .range((slot + 1, Ballot::ZERO)..)
+            .flat_map(|((s, b), values)| values.iter().map(move |(v, _)| (*s, *b, v.clone())))
+            .collect();
+        for (s, b, v) in votes {
+            self.judge(time_us, s, b, &v);
         }
     }
 
@@ -244,7 +297,18 @@ impl Oracle {
             }
         };
         voters.insert(node);
-        if voters.len() < self.quorum {
+        self.judge(time_us, slot, ballot, value);
+    }
+
+    /// Whether the votes for `value` in `slot` at `ballot` choose it, and
+    /// if so, whether that agrees with what was chosen there before.
+    fn judge(&mut self, time_us: u64, slot: Slot, ballot: Ballot, value: &Value) {
+        let chooses = self.votes.get(&(slot, ballot)).is_some_and(|values| {
+            values
+                .iter()
+                .any(|(v, voters)| v == value && self.is_quorum(slot, voters))
+        });
+        if !chooses {
             return;
         }
         match self.chosen.get(&slot) {
@@ -274,6 +338,9 @@ impl Oracle {
                     }
                 }
                 self.chosen.insert(slot, value.clone());
+                if let Some(next) = value.membership() {
+                    self.config_chosen(time_us, slot, next.voters.clone());
+                }
             }
         }
     }
@@ -299,10 +366,19 @@ impl Oracle {
                 time_us,
                 format!("n{node} applied slot {slot} with a value that was not chosen"),
             ),
-            None => self.violate(
-                time_us,
-                format!("n{node} applied slot {slot} before any value was chosen for it"),
-            ),
+            None => {
+                let voters = self.voters_at(slot).clone();
+                self.violate(
+                    time_us,
+                    format!(
+                        "n{node} applied slot {slot} before any value was chosen for it \
+                         by a quorum of its voters {voters:?}"
+                    ),
+                )
+            }
+        }
+        if let Some(next) = value.membership() {
+            self.config_chosen(time_us, slot, next.voters.clone());
         }
         let last = self.last_applied.insert(node, slot).unwrap_or(0);
         if slot != last + 1 {
@@ -391,5 +467,41 @@ mod tests {
         o.applied(0, 1, 1, &batch(7));
         o.applied(0, 2, 2, &batch(8));
         assert_eq!(o.violations.len(), 2, "{:?}", o.violations);
+    }
+
+    fn change(voters: &[NodeId]) -> Value {
+        Value::Reconfigure(std::sync::Arc::new(paxos::multi::Reconfiguration {
+            membership: paxos::multi::Membership::of_voters(voters.iter().copied()),
+            command: Command {
+                client: 9,
+                seq: 1,
+                payload: vec![0; STAMP_BYTES],
+            },
+        }))
+    }
+
+    #[test]
+    fn judges_each_slot_by_the_voters_in_force_for_it() {
+        let mut o = Oracle::new(3);
+        o.proposed(1, 1, &[1]);
+        o.proposed(1, 2, &[2]);
+        let b = Ballot::new(1, 1);
+        // Slot 1 replaces voters 2 and 3 by 4 and 5.
+        o.accepted(0, 1, 1, b, &change(&[1, 4, 5]));
+        o.accepted(0, 2, 1, b, &change(&[1, 4, 5]));
+        o.applied(0, 1, 1, &change(&[1, 4, 5]));
+        assert!(o.violations.is_empty(), "{:?}", o.violations);
+        assert_eq!(o.voters_at(2), &[1, 4, 5].into_iter().collect());
+        // Slot 2 accepted by the old voters 2 and 3 only: not chosen.
+        o.accepted(0, 2, 2, b, &batch(1));
+        o.accepted(0, 3, 2, b, &batch(1));
+        o.applied(0, 1, 2, &batch(1));
+        assert_eq!(o.violations.len(), 1, "{:?}", o.violations);
+        assert!(o.violations[0].what.contains("quorum of its voters"));
+        // By 4 and 5 it is.
+        o.accepted(0, 4, 3, b, &batch(2));
+        o.accepted(0, 5, 3, b, &batch(2));
+        o.applied(0, 1, 3, &batch(2));
+        assert_eq!(o.violations.len(), 1, "{:?}", o.violations);
     }
 }

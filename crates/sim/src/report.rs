@@ -32,6 +32,8 @@ pub struct RunReport {
     pub leases: u64,
     /// Times some replica became leader.
     pub leader_changes: u64,
+    /// Configuration changes applied (the membership nemesis).
+    pub member_changes: u64,
     /// Crashes the nemesis caused.
     pub crashes: u64,
     /// Restarts refused because the node's data failed validation (a bit
@@ -106,6 +108,7 @@ impl RunReport {
             watch_events: 0,
             leases: 0,
             leader_changes,
+            member_changes: 0,
             crashes,
             refused_starts,
             events,

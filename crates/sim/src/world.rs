@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use check::{Op, Operation, Outcome};
 use kv::{
-    Compare, CompareResult, CompareTarget, EventType, Limits, PutRequest, RangeRequest, RequestOp,
-    Store, TxnRequest, WatchCreateRequest, WatchResponse,
+    Compare, CompareResult, CompareTarget, EventType, Limits, MemberChange, PutRequest,
+    RangeRequest, RequestOp, Store, TxnRequest, WatchCreateRequest, WatchResponse,
 };
 use member::{
     Checkpoint, Clock, Config as MemberConfig, Effect, Member, MemberError, PeerMessage, Query,
     Reply as MemberReply, Request as MemberRequest,
 };
-use paxos::multi::{ClientId, Config, Envelope, Record, Replica};
+use paxos::multi::{ClientId, Config, Envelope, Membership, Record, Replica};
 use paxos::{Ballot, NodeId};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
@@ -289,6 +289,11 @@ struct Node {
     drift_ppm: i64,
     /// Frozen until then (the clock nemesis): inputs wait, the clock runs.
     paused_until: u64,
+    /// The voters it was first started with: the initial cluster's, or
+    /// none for a member that joined later (it learns its configuration).
+    initial_voters: Vec<NodeId>,
+    /// Removed from the cluster: stopped for good, as etcd's members stop.
+    removed: bool,
 }
 
 /// One client's operation in progress.
@@ -348,6 +353,11 @@ struct Watcher {
 
 /// The lease client's id in tokens: apart from the clients' (100 on).
 const LEASE_CLIENT: ClientId = 99;
+/// The nemesis's own id in tokens, for the configuration changes it asks.
+const NEMESIS_CLIENT: ClientId = 98;
+/// Voters the membership nemesis keeps the cluster between.
+const VOTERS_MIN: usize = 3;
+const VOTERS_MAX: usize = 5;
 /// The TTL of the lease client's leases, in seconds (the store's minimum).
 const LEASE_TTL_S: i64 = 2;
 /// After the faults heal, a lease's key must be gone this long after its
@@ -452,6 +462,19 @@ pub struct World {
     /// The node whose disk got a bit flipped at rest (at most once a run).
     flipped: Option<NodeId>,
     refused_starts: u64,
+    /// The id the next member added gets (ids are never reused).
+    next_node_id: NodeId,
+    /// Members added to the cluster by a change not yet applied, with the
+    /// nemesis request that adds them.
+    joining: BTreeMap<NodeId, u64>,
+    /// The slot of the last configuration change applied somewhere.
+    config_slot: u64,
+    /// Configuration changes applied.
+    member_changes: u64,
+    /// Members a change removed, by the change's slot: they keep running
+    /// until the change has settled (the voters it brings in know every
+    /// slot up to it), then stop for good.
+    leaving: BTreeMap<u64, Vec<NodeId>>,
 }
 
 impl World {
@@ -478,7 +501,7 @@ impl World {
                         Member::new(
                             Replica::new(replica_config(&config, id, &members)),
                             Store::new(Limits::default()),
-                            member_config(&config, seed),
+                            member_config(&config, seed, &members),
                         )
                     }),
                     refused: store.is_none(),
@@ -490,6 +513,8 @@ impl World {
                     started_at: 0,
                     drift_ppm: drift_ppm(&config, seed),
                     paused_until: 0,
+                    initial_voters: members.clone(),
+                    removed: false,
                 }
             })
             .collect();
@@ -566,6 +591,11 @@ impl World {
             crashes: 0,
             flipped: None,
             refused_starts: 0,
+            next_node_id: config.nodes as NodeId + 1,
+            joining: BTreeMap::new(),
+            config_slot: 0,
+            member_changes: 0,
+            leaving: BTreeMap::new(),
             config,
         }
     }
@@ -691,6 +721,9 @@ impl World {
                 {
                     member.tick(random);
                     self.end_turn_soon(node);
+                }
+                if !self.leaving.is_empty() {
+                    self.retire_leavers();
                 }
                 self.schedule(TICK_US, Event::Tick(id));
             }
@@ -958,6 +991,10 @@ impl World {
                 self.schedule(delay, Event::LeaseReply { attempt, answer });
             }
             Effect::Reply {
+                token: (NEMESIS_CLIENT, attempt),
+                result,
+            } => self.change_answered(attempt, result),
+            Effect::Reply {
                 token: (client, attempt),
                 result,
             } => {
@@ -965,7 +1002,12 @@ impl World {
                 self.reply(client, attempt, reply);
             }
             Effect::Watch { session, response } => self.watch_send(id, session, response),
-            Effect::Applied { slot, value } => self.oracle.applied(self.now, id, slot, &value),
+            Effect::Applied { slot, value } => {
+                self.oracle.applied(self.now, id, slot, &value);
+                if let Some(membership) = value.membership() {
+                    self.config_applied(slot, membership.clone());
+                }
+            }
             Effect::SendSnapshot { to, min_slot } => self.send_snapshot(node, to, min_slot),
         }
     }
@@ -1073,10 +1115,14 @@ impl World {
         let chunks: Vec<SnapshotChunk> = sender.chunks_from(0).collect();
         let count = chunks.len();
         self.trace(|| format!("n{id} -> n{to}  snapshot up to slot {slot} in {count} chunks"));
+        // One stream, as over the transport's TCP connection: chunks may be
+        // lost or repeated, but never overtake one another.
+        let mut last_at = 0;
         for (i, chunk) in chunks.into_iter().enumerate() {
             let delays = self.network.deliveries(&mut self.rng, id, to);
             for delay in delays {
-                let at = delay + 100 * i as u64;
+                let at = (delay + 100 * i as u64).max(last_at + 1);
+                last_at = at;
                 self.schedule(
                     at,
                     Event::DeliverPeer {
@@ -1891,6 +1937,9 @@ impl World {
         if n.crash || n.clock {
             choices.push(7);
         }
+        if n.membership {
+            choices.extend([8, 8, 8, 8]);
+        }
         let Some(&choice) = choices.get(self.rng.random_range(0..choices.len().max(1))) else {
             return;
         };
@@ -1913,6 +1962,7 @@ impl World {
             4 => self.disk_fault(),
             6 => self.pause(),
             7 => self.dueling_candidates(),
+            8 => self.reconfigure(),
             5 => {
                 let pick = self.rng.random_range(0..64);
                 if let Some((a, b)) = self.network.heal_one(pick) {
@@ -1924,6 +1974,217 @@ impl World {
                 self.trace(|| "nemesis: heal partition".into());
             }
         }
+    }
+
+    /// Asks the leader for a configuration change, as an operator would:
+    /// add a learner (a fresh member with an empty disk), promote it or
+    /// remove it, remove a voter, replace a voter by a fresh one in one
+    /// change, grow 3 voters to 5 in one change or shrink 5 to 3. Voters
+    /// stay between [`VOTERS_MIN`] and [`VOTERS_MAX`].
+    fn reconfigure(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let Some(node) = self.node_index(leader) else {
+            return;
+        };
+        let Some(member) = self.nodes[node].member.as_ref() else {
+            return;
+        };
+        if member.replica().reconfiguring() {
+            return;
+        }
+        let membership = member.replica().membership().clone();
+        let voters: Vec<NodeId> = membership.voters.iter().copied().collect();
+        let pick = |rng: &mut ChaCha8Rng, from: &[NodeId]| from[rng.random_range(0..from.len())];
+        let roll = self.rng.random_range(0..4);
+        let mut fresh = Vec::new();
+        let change = if let Some(&learner) = membership.learners.first() {
+            if self.rng.random_bool(0.7) {
+                MemberChange::Promote { id: learner }
+            } else {
+                MemberChange::Remove { id: learner }
+            }
+        } else {
+            match (voters.len(), roll) {
+                (n, 0) if n < VOTERS_MAX => {
+                    let id = self.spawn_node();
+                    fresh.push(id);
+                    MemberChange::Add {
+                        id,
+                        peer_urls: vec![sim_url(id)],
+                        is_learner: true,
+                    }
+                }
+                (n, 1) if n + 2 <= VOTERS_MAX => {
+                    let (a, b) = (self.spawn_node(), self.spawn_node());
+                    fresh.extend([a, b]);
+                    MemberChange::Replace {
+                        remove: Vec::new(),
+                        add: vec![(a, vec![sim_url(a)]), (b, vec![sim_url(b)])],
+                    }
+                }
+                (n, 1) if n >= VOTERS_MIN + 2 => {
+                    let mut gone = voters.clone();
+                    gone.shuffle(&mut self.rng);
+                    gone.truncate(2);
+                    MemberChange::Replace {
+                        remove: gone,
+                        add: Vec::new(),
+                    }
+                }
+                (n, 2) if n > VOTERS_MIN => MemberChange::Remove {
+                    id: pick(&mut self.rng, &voters),
+                },
+                _ => {
+                    // A member whose disk was wiped comes back as a new one.
+                    let victim = pick(&mut self.rng, &voters);
+                    let id = self.spawn_node();
+                    fresh.push(id);
+                    MemberChange::Replace {
+                        remove: vec![victim],
+                        add: vec![(id, vec![sim_url(id)])],
+                    }
+                }
+            }
+        };
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        for id in &fresh {
+            self.joining.insert(*id, attempt);
+        }
+        self.trace(|| format!("nemesis: ask n{leader} for {change:?}"));
+        if let Some(member) = self.member(node) {
+            member.request(
+                (NEMESIS_CLIENT, attempt),
+                MemberRequest::ChangeMembers(change),
+            );
+        }
+        self.end_turn_soon(node);
+    }
+
+    /// A new member with an empty disk, started knowing nothing of its
+    /// configuration (as a member joining an existing cluster).
+    fn spawn_node(&mut self) -> NodeId {
+        let id = self.next_node_id;
+        self.next_node_id += 1;
+        let fs = SimFs::new();
+        let store = ReplicaStore::open(
+            fs.clone(),
+            std::path::Path::new(DATA_DIR),
+            wal_options(),
+            snapshot_options(),
+        )
+        .ok()
+        .map(|(store, _)| store);
+        let seed = self.rng.next_u64();
+        let member = store.as_ref().map(|_| {
+            Member::new(
+                Replica::new(replica_config(&self.config, id, &[])),
+                Store::new(Limits::default()),
+                member_config(&self.config, seed, &[]),
+            )
+        });
+        self.nodes.push(Node {
+            id,
+            refused: member.is_none(),
+            member,
+            fs,
+            store,
+            incarnation: 0,
+            fill_due: false,
+            turn_due: false,
+            started_at: self.now,
+            drift_ppm: drift_ppm(&self.config, seed),
+            paused_until: 0,
+            initial_voters: Vec::new(),
+            removed: false,
+        });
+        self.members.push(id);
+        self.schedule(TICK_US, Event::Tick(id));
+        self.trace(|| format!("nemesis: start n{id} with an empty disk"));
+        id
+    }
+
+    /// The leader answered a change the nemesis asked for. Refused, the
+    /// members it would have added are stopped.
+    fn change_answered(&mut self, attempt: u64, result: Result<MemberReply, MemberError>) {
+        let shown = match &result {
+            Ok(_) => "applied".to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.trace(|| format!("nemesis: change #{attempt}: {shown}"));
+        if matches!(result, Err(ref e) if *e != MemberError::Timeout) {
+            let orphans: Vec<NodeId> = self
+                .joining
+                .iter()
+                .filter(|(_, a)| **a == attempt)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in orphans {
+                self.joining.remove(&id);
+                self.remove_node(id);
+            }
+        }
+    }
+
+    /// A configuration change was applied (by the first member to apply
+    /// it): the members it removed stop for good.
+    fn config_applied(&mut self, slot: u64, membership: Membership) {
+        if slot <= self.config_slot {
+            return;
+        }
+        self.config_slot = slot;
+        self.member_changes += 1;
+        self.joining.retain(|id, _| !membership.contains(*id));
+        let gone: Vec<NodeId> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|id| !membership.contains(*id) && !self.joining.contains_key(id))
+            .collect();
+        if !gone.is_empty() {
+            self.trace(|| format!("{gone:?} leave once the change in slot {slot} settles"));
+            self.leaving.insert(slot, gone);
+        }
+    }
+
+    /// Stops the members whose removal has settled, as the leader sees it.
+    fn retire_leavers(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let Some(replica) = self
+            .node_index(leader)
+            .and_then(|i| self.nodes[i].member.as_ref())
+            .map(|m| m.replica())
+        else {
+            return;
+        };
+        let settled: Vec<u64> = self
+            .leaving
+            .keys()
+            .copied()
+            .filter(|slot| replica.settled(*slot))
+            .collect();
+        for slot in settled {
+            for id in self.leaving.remove(&slot).unwrap_or_default() {
+                self.remove_node(id);
+            }
+        }
+    }
+
+    /// Stops a member removed from the cluster, for good.
+    fn remove_node(&mut self, id: NodeId) {
+        let Some(node) = self.node_index(id) else {
+            return;
+        };
+        self.trace(|| format!("n{id} is removed from the cluster and stops"));
+        self.nodes[node].removed = true;
+        if self.nodes[node].member.is_some() {
+            self.take_down(node);
+        }
+        self.members.retain(|m| *m != id);
     }
 
     /// Freezes a node (the leader half the time) for 0.1-2 s: a deposed
@@ -2011,7 +2272,8 @@ impl World {
         let Some(node) = self.node_index(id) else {
             return;
         };
-        if self.nodes[node].member.is_some() || self.nodes[node].refused {
+        if self.nodes[node].member.is_some() || self.nodes[node].refused || self.nodes[node].removed
+        {
             return;
         }
         let fs = self.nodes[node].fs.clone();
@@ -2068,7 +2330,8 @@ impl World {
         let slot = durable.snapshot_slot;
         let promised_on_disk = durable.promised;
         let accepted_on_disk = durable.accepted.clone();
-        let config = replica_config(&self.config, id, &self.members);
+        let initial = self.nodes[node].initial_voters.clone();
+        let config = replica_config(&self.config, id, &initial);
         let seed = self.rng.next_u64();
         let n = &mut self.nodes[node];
         n.store = Some(store);
@@ -2077,7 +2340,7 @@ impl World {
         n.member = Some(Member::new(
             Replica::restart(config, durable),
             kv,
-            member_config(&self.config, seed),
+            member_config(&self.config, seed, &initial),
         ));
         self.oracle.restarted(id, slot);
         if let Some(member) = &self.nodes[node].member {
@@ -2309,6 +2572,7 @@ impl World {
         report.largest_batch = largest_batch;
         report.watch_events = watch_events;
         report.leases = self.lease_client.leases_done;
+        report.member_changes = self.member_changes;
         report
     }
 }
@@ -2392,8 +2656,11 @@ fn drift_ppm(config: &SimConfig, seed: u64) -> i64 {
     (seed % span) as i64 - CLOCK_DRIFT_PPM_MAX as i64
 }
 
-fn member_config(config: &SimConfig, seed: u64) -> MemberConfig {
+/// A member's settings; `initial` are the voters it was first started
+/// with (none for a member that joined later).
+fn member_config(config: &SimConfig, seed: u64, initial: &[NodeId]) -> MemberConfig {
     MemberConfig {
+        initial_members: initial.iter().map(|id| sim_member(*id, false)).collect(),
         request_timeout_ms: REQUEST_TIMEOUT_MS,
         snapshot_count: SNAPSHOT_EVERY_COMMANDS,
         seed,
@@ -2430,6 +2697,21 @@ fn describe_peer(message: &PeerMessage) -> String {
             )
         }
     }
+}
+
+/// How the simulator's members are shown in the member table.
+fn sim_member(id: NodeId, is_learner: bool) -> kv::ClusterMember {
+    kv::ClusterMember {
+        id,
+        name: format!("n{id}"),
+        peer_urls: vec![sim_url(id)],
+        client_urls: Vec::new(),
+        is_learner,
+    }
+}
+
+fn sim_url(id: NodeId) -> String {
+    format!("sim://n{id}")
 }
 
 fn replica_config(config: &SimConfig, id: NodeId, members: &[NodeId]) -> Config {

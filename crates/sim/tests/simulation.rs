@@ -35,6 +35,7 @@ fn one_seed_reproduces_a_run_bit_for_bit() {
 fn the_protocol_survives_every_fault_with_three_and_five_replicas() {
     let mut refused = 0;
     let mut crashes = 0;
+    let mut member_changes = 0;
     for nodes in [3, 5] {
         for seed in 1..=40 {
             let report = sim::run(seed, &config(nodes, None));
@@ -46,8 +47,14 @@ fn the_protocol_survives_every_fault_with_three_and_five_replicas() {
             assert!(report.ok > 0, "seed {seed}: nothing completed");
             refused += report.refused_starts;
             crashes += report.crashes;
+            member_changes += report.member_changes;
         }
     }
+    // Configuration changes happened under all of it.
+    assert!(
+        member_changes > 40,
+        "{member_changes} configuration changes"
+    );
     // The faults really happened: nodes crashed, and some refused to start
     // on a bit flipped at rest rather than trust it.
     assert!(crashes > 100, "{crashes} crashes");
@@ -159,4 +166,23 @@ fn a_lease_expired_by_a_followers_clock_is_caught_by_the_lease_oracle() {
 fn a_watch_that_misses_the_last_event_of_a_batch_is_caught() {
     let (seed, what) = first_caught(Bug::WatchDropsBatchTail).expect("caught within 1000 seeds");
     eprintln!("watch-drops-batch-tail caught at seed {seed}: {what}");
+}
+
+#[test]
+fn a_learner_whose_vote_counts_is_caught() {
+    let (seed, what) = first_caught_by(Bug::LearnerVotes, |v| v.contains("quorum of its voters"))
+        .expect("caught within 1000 seeds");
+    eprintln!("learner-votes caught at seed {seed}: {what}");
+}
+
+#[test]
+fn a_configuration_used_for_slots_already_in_flight_is_caught() {
+    let (seed, what) = first_caught(Bug::ConfigAppliesAtDecide).expect("caught within 1000 seeds");
+    eprintln!("config-applies-at-decide caught at seed {seed}: {what}");
+}
+
+#[test]
+fn a_phase_1_without_the_old_configuration_is_caught() {
+    let (seed, what) = first_caught(Bug::SkipOldConfigPhase1).expect("caught within 1000 seeds");
+    eprintln!("skip-old-config-phase1 caught at seed {seed}: {what}");
 }

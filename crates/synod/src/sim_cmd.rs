@@ -24,7 +24,7 @@ pub struct SimArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Faults to inject: all, none, or a comma list of crash, partition,
-    /// loss, duplicate, delay, disk.
+    /// loss, duplicate, delay, disk, clock, membership.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Replicas in the cluster.
@@ -79,6 +79,14 @@ enum BugArg {
     WatchDropsBatchTail,
     /// A follower's clock decides a lease's expiry.
     LeaseExpiryByFollowerClock,
+    /// A leader opens slots past an undecided configuration change and
+    /// counts their votes by whatever configuration it knows then.
+    ConfigAppliesAtDecide,
+    /// A learner's vote counts toward a quorum.
+    LearnerVotes,
+    /// A candidate completes phase 1 with the newest configuration it has
+    /// heard of, without a quorum of the one in force.
+    SkipOldConfigPhase1,
 }
 
 impl From<BugArg> for Bug {
@@ -92,6 +100,9 @@ impl From<BugArg> for Bug {
             BugArg::ReforwardTwice => Bug::ReforwardTwice,
             BugArg::WatchDropsBatchTail => Bug::WatchDropsBatchTail,
             BugArg::LeaseExpiryByFollowerClock => Bug::LeaseExpiryByFollowerClock,
+            BugArg::ConfigAppliesAtDecide => Bug::ConfigAppliesAtDecide,
+            BugArg::LearnerVotes => Bug::LearnerVotes,
+            BugArg::SkipOldConfigPhase1 => Bug::SkipOldConfigPhase1,
         }
     }
 }
@@ -134,6 +145,8 @@ struct Totals {
     watch_events: u64,
     leases: u64,
     leader_changes: u64,
+    member_changes: u64,
+    member_changes_max: u64,
     crashes: u64,
     refused_starts: u64,
     sim_us: u64,
@@ -307,6 +320,8 @@ fn add(t: &mut Totals, seed: u64, report: &RunReport, cpu: Duration) {
     t.watch_events += report.watch_events;
     t.leases += report.leases;
     t.leader_changes += report.leader_changes;
+    t.member_changes += report.member_changes;
+    t.member_changes_max = t.member_changes_max.max(report.member_changes);
     t.crashes += report.crashes;
     t.refused_starts += report.refused_starts;
     t.sim_us += report.sim_time_us;
@@ -369,6 +384,14 @@ fn print_summary(t: &Totals, config: &SimConfig) {
         median_recovery as f64 / 1000.0,
         max_recovery as f64 / 1000.0
     );
+    if t.member_changes > 0 {
+        println!(
+            "configuration changes: {} applied ({:.2} per run, at most {} in one)",
+            t.member_changes,
+            t.member_changes as f64 / t.runs.max(1) as f64,
+            t.member_changes_max
+        );
+    }
     println!(
         "commits: {} slots, {:.0} per simulated second, {:.0} per CPU-second of simulation; the fullest slot held {} command{}",
         t.commits,

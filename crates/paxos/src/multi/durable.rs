@@ -37,9 +37,15 @@ impl Record {
     /// Whether outputs after this record must wait until it is durable.
     /// Promises and acceptances must (persist before you promise); a
     /// commit is a hint that may reach the disk with the next sync, or be
-    /// lost in a crash, so it never costs an fsync of its own.
+    /// lost in a crash, so it never costs an fsync of its own. Except a
+    /// configuration change's: a member that joined learns its
+    /// configuration from it, and one that forgot it after a crash would
+    /// know no voter to answer or to ask until a leader found it.
     pub fn is_barrier(&self) -> bool {
-        !matches!(self, Record::Commit { .. })
+        match self {
+            Record::Commit { value, .. } => value.membership().is_some(),
+            _ => true,
+        }
     }
 }
 

@@ -244,9 +244,15 @@ impl Replica {
         }
     }
 
-    /// The configuration in force for the next slot to be decided.
+    /// The newest configuration this replica knows to be decided: who may
+    /// stand, whose Prepare it answers, whether it is a learner. It may be
+    /// ahead of the slots it has applied (a member that just joined, or a
+    /// leader that removed itself, knows before it has caught up).
     pub fn membership(&self) -> &Membership {
-        self.membership_at(self.commit_index + 1)
+        self.memberships
+            .last_key_value()
+            .map(|(_, membership)| membership)
+            .unwrap_or_else(|| self.membership_at(0))
     }
 
     /// The configuration in force for `slot`, as far as this replica knows
@@ -271,6 +277,26 @@ impl Replica {
         let live = leader.acked_tick.get(&id).is_some_and(|t| *t >= horizon)
             && leader.acked_round.contains_key(&id);
         Some((leader.peer_commit.get(&id).copied().unwrap_or(0), live))
+    }
+
+    /// Whether the configuration change decided in `slot` has settled, as
+    /// far as this leader can tell: a quorum of the voters it brings in
+    /// know every slot up to it chosen. Until then a member it removed may
+    /// still be needed (a candidate behind `slot` completes phase 1 with
+    /// the old voters), so it should keep running. Always false off a
+    /// leader.
+    pub fn settled(&self, slot: Slot) -> bool {
+        let State::Leader(leader) = &self.state else {
+            return false;
+        };
+        if self.commit_index < slot {
+            return false;
+        }
+        let next = self.membership_at(slot + 1);
+        let caught_up = next.voters.iter().filter(|id| {
+            **id == self.config.id || leader.peer_commit.get(id).is_some_and(|c| *c >= slot)
+        });
+        caught_up.count() >= next.quorum()
     }
 
     /// Whether this leader has a configuration change in flight: another
@@ -642,7 +668,10 @@ impl Replica {
     /// check-quorum) must each reach: the one in force for the next slot
     /// to decide and the one its change in flight brings in.
     fn leading_memberships(&self) -> Vec<&Membership> {
-        let mut all = vec![self.membership()];
+        let mut all = vec![self.membership_at(self.commit_index + 1)];
+        if self.membership() != all[0] {
+            all.push(self.membership());
+        }
         if let State::Leader(leader) = &self.state
             && let Some((_, next)) = &leader.change
         {
@@ -748,10 +777,14 @@ impl Replica {
     }
 
     fn on_prepare(&mut self, from: NodeId, ballot: Ballot, first_slot: Slot) {
-        if from != self.config.id && !self.membership().is_voter(from) {
+        let known = &self.membership().voters;
+        if from != self.config.id && !known.is_empty() && !known.contains(&from) {
             // A learner, a stranger or a member removed does not lead. (A
             // voter added by a change this replica has not learned yet is
-            // refused until it has: only liveness waits on that.)
+            // refused until it has: only liveness waits on that.) A member
+            // that knows no configuration yet (it just joined) promises to
+            // anyone: a promise is always safe, and the leader it helps
+            // elect is how it catches up.
             return;
         }
         if from != self.config.id
@@ -892,6 +925,11 @@ impl Replica {
             _ => value,
         };
         if let Some(next) = value.membership() {
+            let me = self.config.id;
+            if next.is_voter(me) && !self.membership().is_voter(me) {
+                // Just made a voter: hear from the leader before standing.
+                self.reset_election_timer();
+            }
             self.memberships.insert(slot + 1, next.clone());
         }
         self.chosen.insert(slot, value.clone());
@@ -1179,7 +1217,7 @@ impl Replica {
             deferred: BTreeMap::new(),
             peer_commit: BTreeMap::new(),
         };
-        for member in self.membership().all() {
+        for member in self.audience() {
             leader.acked_tick.insert(member, self.now_tick);
         }
         self.state = State::Leader(Box::new(leader));
