@@ -420,15 +420,6 @@ fn hostile_messages_are_ignored_without_panic() {
     });
     r.take_outputs();
     let hostile = vec![
-        // An unknown sender.
-        Envelope {
-            from: 99,
-            to: fid,
-            message: Message::Prepare {
-                ballot: Ballot::new(1_000, 99),
-                first_slot: 1,
-            },
-        },
         // A member using someone else's ballot.
         Envelope {
             from: lid,
@@ -501,6 +492,32 @@ fn hostile_messages_are_ignored_without_panic() {
     }
     assert!(r.take_outputs().is_empty(), "all ignored");
     assert_eq!(r.promised(), leading);
+    // A sender in no configuration this replica knows may be a voter added
+    // by a change it has not learned yet: its Prepare is answered like any
+    // other (promising is safe; the transport keeps strangers out), after
+    // the promise is persisted.
+    let mut newcomer = Replica::new(Config::new(fid, vec![1, 2, 3]));
+    newcomer.step(Envelope {
+        from: 99,
+        to: fid,
+        message: Message::Prepare {
+            ballot: Ballot::new(1_000, 99),
+            first_slot: 1,
+        },
+    });
+    let outputs = newcomer.take_outputs();
+    assert!(
+        matches!(outputs.first(), Some(Output::Persist(Record::Promise(b))) if b.node == 99),
+        "{outputs:?}"
+    );
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Send(Envelope {
+            to: 99,
+            message: Message::Promise { .. },
+            ..
+        })
+    )));
     // A stale ballot is answered with a Nack, and changes nothing.
     r.step(Envelope {
         from: 3,
@@ -915,5 +932,47 @@ fn a_follower_acknowledges_no_heartbeat_below_its_promise() {
             .iter()
             .any(|m| matches!(m, Message::Nack { higher, .. } if *higher == Ballot::new(4, 3))),
         "the deposed leader is told of the higher ballot: {answer:?}"
+    );
+}
+
+#[test]
+fn a_snapshot_installed_mid_turn_drops_the_applies_it_covers() {
+    // A follower learns slots 1-3; before its runtime takes the applies, a
+    // snapshot up to slot 5 is installed: applying 1-3 after it would go
+    // back in time.
+    let mut r = Replica::new(Config::new(2, vec![1, 2, 3]));
+    for slot in 1..=3 {
+        r.step(Envelope {
+            from: 1,
+            to: 2,
+            message: Message::Commit {
+                slot,
+                value: Value::Noop,
+            },
+        });
+    }
+    r.install_snapshot(5, None);
+    let applies: Vec<Slot> = r
+        .take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Apply { slot, .. } => Some(slot),
+            _ => None,
+        })
+        .collect();
+    assert!(applies.is_empty(), "{applies:?}");
+    assert_eq!(r.applied(), 5);
+    r.step(Envelope {
+        from: 1,
+        to: 2,
+        message: Message::Commit {
+            slot: 6,
+            value: Value::Noop,
+        },
+    });
+    assert!(
+        r.take_outputs()
+            .iter()
+            .any(|o| matches!(o, Output::Apply { slot: 6, .. }))
     );
 }

@@ -359,6 +359,9 @@ impl Replica {
         self.commit_index = slot;
         self.applied = slot;
         self.snapshot_slot = slot;
+        // Applies handed out but not yet taken are in the snapshot now.
+        self.outputs
+            .retain(|o| !matches!(o, Output::Apply { slot: s, .. } if *s <= slot));
         self.forget_memberships_through(slot);
         if let Some(membership) = membership.filter(Membership::is_valid) {
             self.memberships.insert(0, membership);
@@ -409,9 +412,12 @@ impl Replica {
         match &mut self.state {
             State::Follower => {
                 self.election_elapsed += 1;
-                // A learner, or a member removed, never stands.
+                // A learner, or a member removed, never stands; nor one that
+                // does not know the configuration of the slots it would
+                // recover (it joined and is still catching up).
                 if self.election_elapsed >= self.election_timeout
                     && self.membership().is_voter(self.config.id)
+                    && !self.membership_at(self.commit_index + 1).voters.is_empty()
                 {
                     self.stand();
                 }
@@ -777,16 +783,6 @@ impl Replica {
     }
 
     fn on_prepare(&mut self, from: NodeId, ballot: Ballot, first_slot: Slot) {
-        let known = &self.membership().voters;
-        if from != self.config.id && !known.is_empty() && !known.contains(&from) {
-            // A learner, a stranger or a member removed does not lead. (A
-            // voter added by a change this replica has not learned yet is
-            // refused until it has: only liveness waits on that.) A member
-            // that knows no configuration yet (it just joined) promises to
-            // anyone: a promise is always safe, and the leader it helps
-            // elect is how it catches up.
-            return;
-        }
         if from != self.config.id
             && ballot > self.promised
             && Some(from) != self.leader
@@ -794,8 +790,12 @@ impl Replica {
         {
             // Leader stickiness: while a live leader is known, a candidate
             // that merely missed its heartbeats (a restarted or partitioned
-            // member) is not promised anything, so it cannot depose a
-            // working leader. Not promising is always safe.
+            // member, or one removed that has not heard so) is not promised
+            // anything, so it cannot depose a working leader. Not promising
+            // is always safe. Otherwise any candidate is answered, whatever
+            // configuration this replica knows: promising is safe too, and
+            // this replica may be the one behind (a voter added by a change
+            // it has not learned needs its promise to lead).
             return;
         }
         if ballot < self.promised {
@@ -874,6 +874,15 @@ impl Replica {
     fn on_heartbeat(&mut self, from: NodeId, ballot: Ballot, commit_index: Slot, round: u64) {
         if ballot < self.promised {
             self.nack(from, ballot);
+            if commit_index > self.commit_index && !self.is_leader() {
+                // A leader that knows more decisions than we do: our Nack
+                // tells it to outbid our promise; meanwhile we stop
+                // standing (a lagging candidate that cannot win would
+                // otherwise outbid it again and again) and catch up.
+                self.step_down(Some(from));
+                self.reset_election_timer();
+                self.catch_up_from(from);
+            }
             return;
         }
         self.observe(ballot);
@@ -890,7 +899,15 @@ impl Replica {
                 commit_index: own_commit,
             },
         );
-        if commit_index > self.commit_index && self.catchup_tick != Some(self.now_tick) {
+        if commit_index > self.commit_index {
+            self.catch_up_from(from);
+        }
+    }
+
+    /// Asks `from` for the decisions after our commit index, at most once
+    /// a tick.
+    fn catch_up_from(&mut self, from: NodeId) {
+        if self.catchup_tick != Some(self.now_tick) {
             self.catchup_tick = Some(self.now_tick);
             self.send(
                 from,
