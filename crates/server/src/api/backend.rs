@@ -58,6 +58,26 @@ pub struct MemberInfo {
     pub peer_urls: Vec<String>,
     /// Client URLs (empty until the member published them).
     pub client_urls: Vec<String>,
+    /// A learner: receives the log, votes in nothing.
+    pub is_learner: bool,
+}
+
+impl MemberInfo {
+    /// A member of the replicated table, with the client URLs it published
+    /// if the table has none for it.
+    pub fn from_table(m: &kv::ClusterMember, published: Option<&Vec<String>>) -> Self {
+        MemberInfo {
+            id: m.id,
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            client_urls: if m.client_urls.is_empty() {
+                published.cloned().unwrap_or_default()
+            } else {
+                m.client_urls.clone()
+            },
+            is_learner: m.is_learner,
+        }
+    }
 }
 
 /// What `Status` and response headers report.
@@ -145,6 +165,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The members of the cluster.
     fn members(&self) -> impl Future<Output = Result<Vec<MemberInfo>, ApiError>> + Send;
+
+    /// A configuration change (etcd's `MemberAdd`, `MemberRemove`,
+    /// `MemberUpdate`, `MemberPromote`), decided in the log; answers with
+    /// the members after it.
+    fn change_members(
+        &self,
+        change: kv::MemberChange,
+    ) -> impl Future<Output = Result<Vec<MemberInfo>, ApiError>> + Send;
 
     /// The state hash at the applied point, with the revision and compact
     /// revision it covers: `(hash, revision, compact_revision)`.

@@ -344,7 +344,14 @@ impl Backend for MemBackend {
             name: self.config.name.clone(),
             peer_urls: self.config.peer_urls.clone(),
             client_urls: self.config.client_urls.clone(),
+            is_learner: false,
         }])
+    }
+
+    async fn change_members(&self, _change: kv::MemberChange) -> Result<Vec<MemberInfo>, ApiError> {
+        // One member and no log: there is no one to add and nothing to
+        // remove without losing the store.
+        Err(ApiError::Cluster(kv::ClusterError::Unhealthy))
     }
 
     async fn hash_kv(&self) -> Result<(u32, i64, i64), ApiError> {

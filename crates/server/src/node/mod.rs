@@ -187,7 +187,9 @@ pub struct NodeHandle {
     inputs: mpsc::Sender<Input>,
     member_id: u64,
     cluster_id: u64,
-    members: Arc<Vec<MemberInfo>>,
+    /// This member's client URLs: shown for it before it has told its
+    /// peers.
+    advertise_client_urls: Vec<String>,
     timeout: Duration,
 }
 
@@ -367,6 +369,17 @@ fn recover(config: &NodeConfig, me: NodeId) -> Result<(disk::Disk, Member<ReplyT
             seed: random_seed(),
             fill_on_ready: true,
             observe: false,
+            initial_members: config
+                .members
+                .iter()
+                .map(|m| kv::ClusterMember {
+                    id: config.member_id(m),
+                    name: m.name.clone(),
+                    peer_urls: vec![m.peer_url.clone()],
+                    client_urls: Vec::new(),
+                    is_learner: false,
+                })
+                .collect(),
             ..member::Config::default()
         },
     );
@@ -558,25 +571,11 @@ impl NodeHandle {
     /// The handle the services get: the driver's inputs and the static
     /// facts of the cluster.
     fn new(config: &NodeConfig, me: NodeId, inputs: mpsc::Sender<Input>) -> Self {
-        let members: Vec<MemberInfo> = config
-            .members
-            .iter()
-            .map(|m| MemberInfo {
-                id: config.member_id(m),
-                name: m.name.clone(),
-                peer_urls: vec![m.peer_url.clone()],
-                client_urls: if m.name == config.name {
-                    config.advertise_client_urls.clone()
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect();
         NodeHandle {
             inputs,
             member_id: me,
             cluster_id: config.cluster_id(),
-            members: Arc::new(members),
+            advertise_client_urls: config.advertise_client_urls.clone(),
             timeout: config.request_timeout,
         }
     }
@@ -736,19 +735,35 @@ impl Backend for NodeHandle {
     }
 
     fn members(&self) -> impl Future<Output = Result<Vec<MemberInfo>, ApiError>> + Send {
-        let members = Arc::clone(&self.members);
+        let me = self.member_id;
+        let own = self.advertise_client_urls.clone();
         async move {
-            let known = self.query(|m| m.peer_client_urls().clone()).await?;
-            Ok(members
-                .iter()
-                .map(|m| {
-                    let mut m = m.clone();
-                    if let Some(urls) = known.get(&m.id) {
-                        m.client_urls = urls.clone();
-                    }
-                    m
-                })
-                .collect())
+            self.query(move |m| {
+                m.members()
+                    .iter()
+                    .map(|t| {
+                        let published = if t.id == me {
+                            Some(&own)
+                        } else {
+                            m.peer_client_urls().get(&t.id)
+                        };
+                        MemberInfo::from_table(t, published)
+                    })
+                    .collect()
+            })
+            .await
+        }
+    }
+
+    fn change_members(
+        &self,
+        change: kv::MemberChange,
+    ) -> impl Future<Output = Result<Vec<MemberInfo>, ApiError>> + Send {
+        async move {
+            match self.request(Request::ChangeMembers(change)).await? {
+                Reply::Command(kv::Response::SetMembers(_)) => self.members().await,
+                other => Err(mismatched(other)),
+            }
         }
     }
 
