@@ -157,8 +157,12 @@ pub struct Member<T> {
     /// peers waits for the decision to answer its client, so while any is
     /// in flight no decision is held back.
     forwarded: BTreeSet<(u64, u64)>,
+    /// This member's name and client URLs, told to its peers.
+    name: String,
     client_urls: Vec<String>,
     peer_client_urls: BTreeMap<NodeId, Vec<String>>,
+    /// Each peer's name, as it told us.
+    peer_names: BTreeMap<NodeId, String>,
     ticks: u64,
     counters: Counters,
     /// The session of the commands this leader proposes of its own accord
@@ -230,6 +234,8 @@ impl<T> Member<T> {
             forwarded: BTreeSet::new(),
             client_urls: Vec::new(),
             peer_client_urls: BTreeMap::new(),
+            name: String::new(),
+            peer_names: BTreeMap::new(),
             ticks: 0,
             counters: Counters::default(),
             leader_session: None,
@@ -262,6 +268,12 @@ impl<T> Member<T> {
     /// Each peer's client URLs, as it last told us.
     pub fn peer_client_urls(&self) -> &BTreeMap<NodeId, Vec<String>> {
         &self.peer_client_urls
+    }
+
+    /// Each peer's name, as it last told us: a member added by `MemberAdd`
+    /// has none in the table until it started and said so.
+    pub fn peer_names(&self) -> &BTreeMap<NodeId, String> {
+        &self.peer_names
     }
 
     /// The counters so far.
@@ -313,8 +325,9 @@ impl<T> Member<T> {
         })
     }
 
-    /// Sets the client URLs this member tells its peers.
-    pub fn advertise(&mut self, client_urls: Vec<String>) {
+    /// Sets the name and client URLs this member tells its peers.
+    pub fn advertise(&mut self, name: String, client_urls: Vec<String>) {
+        self.name = name;
         self.client_urls = client_urls;
     }
 
@@ -565,8 +578,9 @@ impl<T> Member<T> {
                     }
                 }
             }
-            PeerMessage::Attributes { client_urls } => {
+            PeerMessage::Attributes { name, client_urls } => {
                 self.peer_client_urls.insert(from, client_urls);
+                self.peer_names.insert(from, name);
             }
             PeerMessage::ChangeMembers {
                 client,
@@ -697,6 +711,7 @@ impl<T> Member<T> {
                     self.outbox.push(Effect::Peer {
                         to: peer,
                         message: PeerMessage::Attributes {
+                            name: self.name.clone(),
                             client_urls: self.client_urls.clone(),
                         },
                     });
@@ -1189,20 +1204,31 @@ impl<T> Member<T> {
                 return;
             }
         };
-        let result: Result<kv::Response, KvError> =
-            match self.store.apply_session(c.client, c.seq, &command, ctx) {
-                SessionOutcome::Applied(Ok(applied)) => {
-                    let revision = self.store.revision();
-                    let responses = self.hub.publish(revision, &applied.events);
-                    if publish {
-                        self.route_watch_responses(responses);
-                    }
-                    Ok(applied.response)
+        let outcome = self.store.apply_session(c.client, c.seq, &command, ctx);
+        if matches!(command, kv::Command::SetMembers(_))
+            && !matches!(outcome, SessionOutcome::Applied(_))
+        {
+            // A configuration change is in force whatever the session
+            // table says of its command: the member table must follow it,
+            // or the core and the table would disagree. Replacing the table
+            // twice changes nothing.
+            if let Err(e) = self.store.apply(&command, ctx) {
+                warn!(%e, "a configuration change's member table did not apply");
+            }
+        }
+        let result: Result<kv::Response, KvError> = match outcome {
+            SessionOutcome::Applied(Ok(applied)) => {
+                let revision = self.store.revision();
+                let responses = self.hub.publish(revision, &applied.events);
+                if publish {
+                    self.route_watch_responses(responses);
                 }
-                SessionOutcome::Applied(Err(e)) => Err(e),
-                SessionOutcome::Duplicate(result) => result,
-                SessionOutcome::Stale { .. } => return,
-            };
+                Ok(applied.response)
+            }
+            SessionOutcome::Applied(Err(e)) => Err(e),
+            SessionOutcome::Duplicate(result) => result,
+            SessionOutcome::Stale { .. } => return,
+        };
         if let Some(w) = self.writes.remove(&(c.client, c.seq)) {
             self.reply(w.token, result.map(Reply::Command).map_err(MemberError::Kv));
         }

@@ -53,6 +53,9 @@ pub enum PeerMessage {
     /// "These are my client URLs", told to every peer now and then, so
     /// that `MemberList` shows every member's.
     Attributes {
+        /// The sender's name (etcd's `--name`): a member added by
+        /// `MemberAdd` shows it once started.
+        name: String,
         /// The sender's advertised client URLs.
         client_urls: Vec<String>,
     },

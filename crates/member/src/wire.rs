@@ -16,7 +16,7 @@
 //! | 34 | `ReadIndex` | id |
 //! | 35 | `ReadIndexReply` | id, index |
 //! | 36 | `Chunk` | slot, offset, total, crc32c, bytes |
-//! | 37 | `Attributes` | count, then each client URL as bytes (UTF-8) |
+//! | 37 | `Attributes` | name (UTF-8), count, then each client URL as bytes (UTF-8) |
 //! | 38 | `ChangeMembers` | client, seq, kind (1 add, 2 remove, 3 update, 4 promote: id, peer URLs for add and update, learner for add; 5 replace: removed ids, added ids with peer URLs) |
 //! | 39 | `ChangeRefused` | client, seq, error code (`MemberError::code`) |
 //!
@@ -129,8 +129,9 @@ pub fn encode_peer(from: NodeId, to: NodeId, message: &PeerMessage, out: &mut Ve
             w.varint(u64::from(c.checksum));
             w.bytes(&c.data);
         }
-        PeerMessage::Attributes { client_urls } => {
+        PeerMessage::Attributes { name, client_urls } => {
             w.u8(ATTRIBUTES);
+            w.bytes(name.as_bytes());
             write_urls(&mut w, client_urls);
         }
         PeerMessage::ChangeMembers {
@@ -259,6 +260,9 @@ fn decode_peer(r: &mut Reader<'_>) -> Result<PeerMessage, DecodeError> {
             data: r.bytes()?.to_vec(),
         }),
         ATTRIBUTES => PeerMessage::Attributes {
+            name: std::str::from_utf8(r.bytes()?)
+                .map_err(|_| DecodeError::Text)?
+                .to_string(),
             client_urls: read_urls(r)?,
         },
         CHANGE_MEMBERS => {
@@ -387,6 +391,7 @@ mod tests {
                 data: vec![1; 36],
             })),
             peer(PeerMessage::Attributes {
+                name: "infra1".into(),
                 client_urls: vec![
                     "http://127.0.0.1:2379".into(),
                     "http://10.0.0.1:2379".into(),
@@ -439,7 +444,10 @@ mod tests {
             );
         }
         bytes.truncate(head);
-        bytes.extend_from_slice(&[ATTRIBUTES, 1, 2, 0xff, 0xfe]);
+        bytes.extend_from_slice(&[ATTRIBUTES, 2, 0xff, 0xfe, 0]);
+        assert_eq!(decode_frame(&bytes), Err(DecodeError::Text));
+        bytes.truncate(head);
+        bytes.extend_from_slice(&[ATTRIBUTES, 0, 1, 2, 0xff, 0xfe]);
         assert_eq!(decode_frame(&bytes), Err(DecodeError::Text));
     }
 }

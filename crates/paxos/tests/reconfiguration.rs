@@ -17,6 +17,8 @@ struct Cluster {
     wire: VecDeque<Envelope>,
     applied: BTreeMap<NodeId, BTreeMap<Slot, Value>>,
     down: BTreeSet<NodeId>,
+    /// Up, but their clocks stand still: they take no tick.
+    frozen: BTreeSet<NodeId>,
     lose: Box<dyn Fn(&Envelope) -> bool>,
     /// Every `Accept` sent, as (to, slot).
     accepts: Vec<(NodeId, Slot)>,
@@ -40,6 +42,7 @@ impl Cluster {
             wire: VecDeque::new(),
             applied: BTreeMap::new(),
             down: BTreeSet::new(),
+            frozen: BTreeSet::new(),
             lose: Box::new(|_| false),
             accepts: Vec::new(),
         }
@@ -85,7 +88,7 @@ impl Cluster {
         for t in 0..ticks {
             let ids: Vec<NodeId> = self.replicas.keys().copied().collect();
             for id in ids {
-                if !self.down.contains(&id) {
+                if !self.down.contains(&id) && !self.frozen.contains(&id) {
                     if let Some(r) = self.replicas.get_mut(&id) {
                         r.tick(id * 7919 + t * 13);
                     }
@@ -355,4 +358,66 @@ fn skipping_the_old_configurations_phase_1_chooses_two_values() {
     let at_k = c.applied_at(k);
     assert!(at_k.contains_key(&p) && at_k.contains_key(&q), "{at_k:?}");
     assert_ne!(at_k[&p], at_k[&q], "two values chosen at slot {k}");
+}
+
+/// A deposed leader that has not noticed: cut off from the other two
+/// voters, it still leads at its old ballot with slots in flight when a new
+/// leader (a higher ballot) grows the configuration to five. The decision
+/// reaches it. If it took the new configuration and went on, its slots
+/// could be decided by itself and the two new voters, which never promised
+/// the new leader's ballot, while the new leader decides other values for
+/// the same slots. It must step down, and the new leader must have the new
+/// voters promise before it opens a slot they decide.
+#[test]
+fn a_deposed_leader_that_learns_a_change_does_not_decide_with_the_new_voters() {
+    let mut c = Cluster::new(&[1, 2, 3], &[4, 5], None);
+    c.tick(40);
+    let old = c.leader().expect("a leader");
+    let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    c.propose(old, 1);
+    // Cut off from the other voters, except that decisions reach it.
+    let cut = rest.clone();
+    c.lose = Box::new(move |e| {
+        let across =
+            (e.from == old && cut.contains(&e.to)) || (e.to == old && cut.contains(&e.from));
+        across && !(e.to == old && matches!(e.message, Message::Commit { .. }))
+    });
+    for seq in [2, 3] {
+        c.replica(old)
+            .propose(command(seq))
+            .expect("it still leads");
+        c.collect(old);
+        c.settle();
+    }
+    // Its clock stands still (it never notices it lost its quorum); the
+    // others elect a new leader, which grows the configuration.
+    c.frozen.insert(old);
+    for _ in 0..80 {
+        c.tick(1);
+        if rest.iter().any(|id| c.replica(*id).is_leader()) {
+            break;
+        }
+    }
+    let new = rest
+        .iter()
+        .copied()
+        .find(|id| c.replica(*id).is_leader())
+        .expect("a new leader among the other two");
+    c.reconfigure(new, voters(&[1, 2, 3, 4, 5])).expect("taken");
+    assert!(
+        !c.replica(old).is_leader(),
+        "the deposed leader learned a decision it did not make and steps down"
+    );
+    // Its clock runs again and everything heals: whatever it had in flight
+    // and whatever the new leader proposes, each slot gets one value.
+    c.frozen.clear();
+    c.lose = Box::new(|_| false);
+    c.tick(60);
+    let leader = c.leader().expect("a leader");
+    c.propose(leader, 9);
+    c.tick(10);
+    c.assert_one_value_per_slot();
+    for id in 1..=5 {
+        assert!(c.has_applied(id, 9), "replica {id}");
+    }
 }

@@ -510,7 +510,7 @@ async fn shutdown_closes_the_connections_it_dialed() {
     let from = wire::accept(&mut stream, 2, &members, token.as_bytes())
         .await
         .expect("member 1's handshake");
-    assert_eq!(from, 1);
+    assert_eq!(from, server::transport::wire::Dialer::Member(1));
     // The connection carries member 1's frames (written by the sender
     // itself while the connection is idle).
     one.send(&heartbeat(1, 2, 42)).expect("send");

@@ -51,10 +51,23 @@ pub struct NodeArgs {
         default_value = "default=http://127.0.0.1:2380"
     )]
     initial_cluster: String,
-    /// "new" or "existing": accepted for etcd compatibility; membership is
-    /// fixed at the initial cluster today.
+    /// "new" to start a cluster, "existing" to join a running one that
+    /// `etcdctl member add` made this member part of (it asks the members in
+    /// --initial-cluster for its id, then catches up by snapshot and log).
     #[arg(long, env = "SYNOD_INITIAL_CLUSTER_STATE", default_value = "new")]
     initial_cluster_state: String,
+    /// Learners the cluster may hold at once.
+    #[arg(long, env = "SYNOD_MAX_LEARNERS", default_value_t = 1)]
+    max_learners: usize,
+    /// Refuse a membership change that would leave fewer started voters
+    /// than a quorum of the new configuration.
+    #[arg(
+        long,
+        env = "SYNOD_STRICT_RECONFIG_CHECK",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    strict_reconfig_check: bool,
     /// Secret shared by the members: peers prove membership with it.
     #[arg(
         long,
@@ -197,6 +210,9 @@ fn config_from(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
         .collect();
     config.members = members;
     config.cluster_token = args.initial_cluster_token.clone();
+    config.join = args.initial_cluster_state == "existing";
+    config.max_learners = args.max_learners;
+    config.strict_reconfig_check = args.strict_reconfig_check;
     if args.snapshot_count == 0 {
         bail!("--snapshot-count must be positive");
     }
@@ -222,6 +238,9 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     tokio::select! {
         result = node.stopped() => {
             let reason = result.err().unwrap_or_else(|| "stopped".into());
+            // Answers already made (to the `member remove` that removed this
+            // member, say) still reach their clients.
+            node.shutdown().await;
             bail!("the member stopped: {reason}");
         }
         _ = tokio::signal::ctrl_c() => {
@@ -263,6 +282,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             initial_advertise_peer_urls: None,
             initial_cluster: cluster.clone(),
             initial_cluster_state: "new".into(),
+            max_learners: 1,
+            strict_reconfig_check: true,
             initial_cluster_token: "synod-demo".into(),
             snapshot_count: 100_000,
             heartbeat_interval: 50,

@@ -30,7 +30,7 @@ fn id_of(list: &str, peer_url: &str) -> String {
 
 #[test]
 fn etcdctl_adds_promotes_and_removes_members() {
-    let c = Cluster::start("membership");
+    let mut c = Cluster::start("membership");
     assert_eq!(c.ok(&["put", "before", "1"]), "OK\n");
     let learner_url = format!("http://127.0.0.1:{}", free_port());
 
@@ -114,8 +114,7 @@ fn etcdctl_adds_promotes_and_removes_members() {
 
     let removed = c.ok(&["member", "remove", &learner]);
     assert!(removed.contains("removed from cluster"), "{removed}");
-    let list = c.ok(&["member", "list"]);
-    assert_eq!(list.lines().count(), 3, "{list}");
+    let list = list_of(&c, 3);
 
     // Removing a voter that is not the leader: two voters go on.
     let leader = c.leader().expect("a leader");
@@ -124,9 +123,177 @@ fn etcdctl_adds_promotes_and_removes_members() {
     let victim_id = id_of(&list, &victim_url);
     let removed = c.ok(&["member", "remove", &victim_id]);
     assert!(removed.contains("removed from cluster"), "{removed}");
-    let list = c.ok(&["member", "list"]);
-    assert_eq!(list.lines().count(), 2, "{list}");
+    let list = list_of(&c, 2);
     assert!(!list.contains(&victim_url), "{list}");
+    // It learns it was removed and stops; clients go to the other two.
+    assert!(exits(&mut c, victim), "the removed member still runs");
+    assert!(
+        c.log(victim)
+            .contains("permanently removed from the cluster")
+    );
     assert_eq!(c.ok(&["put", "after", "3"]), "OK\n");
     assert_eq!(c.ok(&["get", "before", "--print-value-only"]), "1\n");
+}
+
+/// The value of `KEY="value"` in etcdctl's `member add` output.
+fn env_line(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| panic!("{key} in {out}"))
+}
+
+/// Whether member `i`'s process ends within ten seconds; once it has, it
+/// is no endpoint any more.
+fn exits(c: &mut Cluster, i: usize) -> bool {
+    for _ in 0..40 {
+        let exited = c.members[i]
+            .child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+        if exited {
+            c.members[i].child = None;
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    false
+}
+
+/// `member list` once it shows `n` members: a member answers it from the
+/// table it has applied, which may lag the member that made the change.
+fn list_of(c: &Cluster, n: usize) -> String {
+    let mut list = String::new();
+    for _ in 0..40 {
+        list = c.ok(&["member", "list"]);
+        if list.lines().count() == n {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(list.lines().count(), n, "{list}");
+    list
+}
+
+/// Retries `args` until etcdctl succeeds, for up to `tries` half seconds.
+fn ok_eventually(c: &Cluster, args: &[&str], tries: usize) -> String {
+    for _ in 0..tries {
+        let out = c.ctl(args);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    c.ok(args)
+}
+
+#[test]
+fn a_new_member_joins_as_a_learner_catches_up_is_promoted_and_an_old_one_leaves() {
+    let mut c = Cluster::start("membership-join");
+    // Enough writes for snapshots (every 20 commands): the newcomer catches
+    // up from a snapshot and the log after it.
+    for i in 0..60 {
+        c.ok(&["put", &format!("k{i:02}"), &format!("v{i}")]);
+    }
+    let (peer, client) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{peer}");
+    let added = c.ok(&["member", "add", "m4", "--learner", "--peer-urls", &url]);
+    assert_eq!(env_line(&added, "ETCD_NAME"), "m4");
+    assert_eq!(env_line(&added, "ETCD_INITIAL_CLUSTER_STATE"), "existing");
+    let initial_cluster = env_line(&added, "ETCD_INITIAL_CLUSTER");
+    c.members.push(common::Member {
+        name: "m4".into(),
+        client_port: client,
+        peer_port: peer,
+        data_dir: c.logs.join("m4"),
+        child: None,
+        joins: Some(initial_cluster),
+    });
+    c.spawn(3);
+    c.wait_healthy(3);
+    let newcomer = format!("127.0.0.1:{client}");
+
+    // It serves serializable reads once caught up, and refuses writes.
+    let mut caught_up = false;
+    for _ in 0..40 {
+        let out = c.ctl_at(
+            &newcomer,
+            &["get", "k59", "--consistency=s", "--print-value-only"],
+            None,
+        );
+        if String::from_utf8_lossy(&out.stdout).trim() == "v59" {
+            caught_up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(caught_up, "the learner never caught up; log:\n{}", c.log(3));
+    let refused = c.ctl_at(&newcomer, &["put", "from-learner", "x"], None);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("rpc not supported for learner"),
+        "{}",
+        text(&refused)
+    );
+
+    // Started: it told the others its name.
+    let mut list = String::new();
+    for _ in 0..40 {
+        list = c.ok(&["member", "list"]);
+        if list
+            .lines()
+            .any(|l| l.contains(&url) && l.contains(", started, m4,"))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let id = id_of(&list, &url);
+    let row = list.lines().find(|l| l.contains(&url)).unwrap_or_default();
+    assert!(row.contains(", started, m4,"), "{row}");
+    let promoted = ok_eventually(&c, &["member", "promote", &id], 20);
+    assert!(promoted.contains("promoted"), "{promoted}");
+    let list = c.ok(&["member", "list"]);
+    let row = list.lines().find(|l| l.contains(&url)).unwrap_or_default();
+    assert!(row.trim_end().ends_with("false"), "a voter now: {row}");
+
+    // The first member leaves (the leader, perhaps): the other three go on,
+    // the new one among them, and it stops.
+    let gone_url = format!("http://127.0.0.1:{}", c.members[0].peer_port);
+    let gone = id_of(&list, &gone_url);
+    c.ok(&["member", "remove", &gone]);
+    assert!(exits(&mut c, 0), "the removed member still runs");
+    assert!(
+        c.log(0).contains("permanently removed from the cluster"),
+        "{}",
+        c.log(0)
+    );
+    let rest = format!(
+        "127.0.0.1:{},127.0.0.1:{},{newcomer}",
+        c.members[1].client_port, c.members[2].client_port
+    );
+    let mut written = false;
+    for _ in 0..40 {
+        if c.ctl_at(&rest, &["put", "after-remove", "y"], None)
+            .status
+            .success()
+        {
+            written = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(written, "no write after the removal");
+    let read = c.ctl_at(
+        &newcomer,
+        &["get", "after-remove", "--print-value-only"],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).trim(),
+        "y",
+        "{}",
+        text(&read)
+    );
+    list_of(&c, 3);
 }

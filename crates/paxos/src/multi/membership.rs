@@ -14,6 +14,21 @@
 //!    promised: the configuration of the first slot it recovers, and the
 //!    one each change it adopts brings in. A new configuration's first
 //!    leader thereby learns what the old one may have chosen.
+//!
+//! And three that keep it live:
+//!
+//! - A change is *settled* once a quorum of the voters it brings in know
+//!   every slot up to it chosen ([`super::Replica::settled`]). Until then a
+//!   member it removed may still be needed for rule 3 (a candidate behind
+//!   the change walks over the old configuration), so a runtime keeps it
+//!   running until then.
+//! - A member that joins an existing cluster does not know the
+//!   configurations before the change that added it: it never stands
+//!   before it has learned the configuration of the slots it would
+//!   recover, and, like every replica, it answers any candidate's Prepare
+//!   (promising is always safe; stickiness keeps a working leader).
+//! - A change's decision is made durable at once (its `Commit` record is a
+//!   barrier), so a member never forgets the configuration it learned.
 
 use std::collections::BTreeSet;
 

@@ -30,6 +30,22 @@ struct Candidate {
     /// Who was sent the `Prepare`: the voters of the first slot's
     /// configuration, and of each change adopted since.
     asked: BTreeSet<NodeId>,
+    /// Commands a leader queued before it stood again (after its own
+    /// configuration change): the new leadership proposes them, or hands
+    /// them back if it loses.
+    carried: VecDeque<Command>,
+}
+
+/// A leader's configuration change not yet seen decided.
+#[derive(Debug)]
+struct PendingChange {
+    slot: Slot,
+    membership: Membership,
+    /// A quorum of the new configuration promised this leader's ballot:
+    /// true for a change its phase 1 adopted (the walk asked them), false
+    /// for one it proposed itself, after which it stands again so that
+    /// the new voters promise before it opens a slot they decide.
+    prepared: bool,
 }
 
 /// A slot the leader proposed and has not yet seen chosen.
@@ -82,7 +98,7 @@ struct Leader {
     /// This leader's configuration change not yet seen decided, and the
     /// configuration it brings: no slot after it opens until it is decided
     /// (rule 2 of [`super::membership`]).
-    change: Option<(Slot, Membership)>,
+    change: Option<PendingChange>,
     /// Recovered slots after an undecided change, proposed once it is.
     deferred: BTreeMap<Slot, Value>,
 }
@@ -356,6 +372,9 @@ impl Replica {
         if slot <= self.commit_index {
             return;
         }
+        // A leader that was this far behind may hold a change and slots
+        // the snapshot decided otherwise: it lets someone current lead.
+        self.step_down(None);
         self.commit_index = slot;
         self.applied = slot;
         self.snapshot_slot = slot;
@@ -368,12 +387,7 @@ impl Replica {
         }
         take_through(&mut self.accepted, slot);
         take_through(&mut self.chosen, slot);
-        if let State::Leader(leader) = &mut self.state {
-            take_through(&mut leader.inflight, slot);
-            leader.next_slot = leader.next_slot.max(slot + 1);
-        }
         self.advance();
-        self.fill_slots();
         self.drain_loopback();
     }
 
@@ -679,9 +693,9 @@ impl Replica {
             all.push(self.membership());
         }
         if let State::Leader(leader) = &self.state
-            && let Some((_, next)) = &leader.change
+            && let Some(change) = &leader.change
         {
-            all.push(next);
+            all.push(&change.membership);
         }
         all
     }
@@ -742,7 +756,12 @@ impl Replica {
         let state = std::mem::replace(&mut self.state, State::Follower);
         let ballot = match state {
             State::Follower => return,
-            State::Candidate(c) => c.ballot,
+            State::Candidate(c) => {
+                for command in c.carried {
+                    self.outputs.push(Output::Rejected { command, leader });
+                }
+                c.ballot
+            }
             State::Leader(l) => {
                 for read in l.reads {
                     self.outputs.push(Output::ReadAborted {
@@ -941,6 +960,16 @@ impl Replica {
             Some((_, accepted)) if *accepted == value => accepted.clone(),
             _ => value,
         };
+        // A decision this leader did not make (another value where it
+        // proposed one, a slot it never opened) proves a leader of another
+        // ballot: it steps down rather than go on beside it.
+        let overtaken = match &self.state {
+            State::Leader(leader) => match leader.inflight.get(&slot) {
+                Some(proposal) => proposal.value != value,
+                None => slot >= leader.next_slot || leader.deferred.contains_key(&slot),
+            },
+            _ => false,
+        };
         if let Some(next) = value.membership() {
             let me = self.config.id;
             if next.is_voter(me) && !self.membership().is_voter(me) {
@@ -952,21 +981,44 @@ impl Replica {
         self.chosen.insert(slot, value.clone());
         self.persist(Record::Commit { slot, value });
         let mut released = BTreeMap::new();
+        let mut restand = false;
         if let State::Leader(leader) = &mut self.state {
             leader.inflight.remove(&slot);
-            if leader.change.as_ref().is_some_and(|(at, _)| *at == slot) {
+            if leader.change.as_ref().is_some_and(|c| c.slot == slot) {
                 // Decided (ours or, if we lost the slot, another's): the
                 // slots after it have a known configuration now.
-                leader.change = None;
+                restand = leader.change.take().is_some_and(|c| !c.prepared);
                 released = std::mem::take(&mut leader.deferred);
             }
+        }
+        self.advance();
+        if overtaken {
+            self.step_down(None);
+        } else if restand && self.membership_at(slot + 1).is_voter(self.config.id) {
+            // Our own change: the voters it brings in have not promised our
+            // ballot, and a leader of a lower one may still believe it
+            // leads. Stand again before opening a slot they decide.
+            self.restand();
+            return;
         }
         for (slot, value) in released {
             self.propose_slot(slot, value);
         }
-        self.advance();
         self.fill_slots();
         self.leave_if_removed();
+    }
+
+    /// A leader stands again with a fresh ballot, keeping its queue for
+    /// the next leadership.
+    fn restand(&mut self) {
+        let carried = match &mut self.state {
+            State::Leader(leader) => std::mem::take(&mut leader.queue),
+            _ => return,
+        };
+        self.stand();
+        if let State::Candidate(candidate) = &mut self.state {
+            candidate.carried = carried;
+        }
     }
 
     /// A leader that is no voter of the configuration it now leads (it
@@ -1061,6 +1113,7 @@ impl Replica {
             first_slot,
             promises: BTreeMap::new(),
             asked: asked.clone(),
+            carried: VecDeque::new(),
         });
         self.leader = None;
         self.election_elapsed = 0;
@@ -1234,6 +1287,7 @@ impl Replica {
             deferred: BTreeMap::new(),
             peer_commit: BTreeMap::new(),
         };
+        leader.queue = candidate.carried;
         for member in self.audience() {
             leader.acked_tick.insert(member, self.now_tick);
         }
@@ -1252,6 +1306,12 @@ impl Replica {
             };
             self.propose_slot(slot, value);
         }
+        if let State::Leader(leader) = &mut self.state
+            && let Some(change) = &mut leader.change
+        {
+            // Adopted by the walk, which had a quorum of its voters promise.
+            change.prepared = true;
+        }
         self.start_read_round();
         self.fill_slots();
     }
@@ -1264,8 +1324,8 @@ impl Replica {
         let State::Leader(leader) = &mut self.state else {
             return;
         };
-        if let Some((change_slot, _)) = &leader.change
-            && slot > *change_slot
+        if let Some(change) = &leader.change
+            && slot > change.slot
             && !at_decide
         {
             // Its configuration is not known until the change is decided.
@@ -1277,7 +1337,11 @@ impl Replica {
                 leader.change.is_none() || at_decide,
                 "one configuration change in flight at a time"
             );
-            leader.change = Some((slot, next.clone()));
+            leader.change = Some(PendingChange {
+                slot,
+                membership: next.clone(),
+                prepared: false,
+            });
             for member in next.all() {
                 leader.acked_tick.entry(member).or_insert(now);
             }

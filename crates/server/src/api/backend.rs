@@ -63,12 +63,21 @@ pub struct MemberInfo {
 }
 
 impl MemberInfo {
-    /// A member of the replicated table, with the client URLs it published
-    /// if the table has none for it.
-    pub fn from_table(m: &kv::ClusterMember, published: Option<&Vec<String>>) -> Self {
+    /// A member of the replicated table, with the name and client URLs it
+    /// published where the table has none (a member `MemberAdd` added has
+    /// none until it started: etcd's "unstarted").
+    pub fn from_table(
+        m: &kv::ClusterMember,
+        published_name: Option<&String>,
+        published: Option<&Vec<String>>,
+    ) -> Self {
         MemberInfo {
             id: m.id,
-            name: m.name.clone(),
+            name: if m.name.is_empty() {
+                published_name.cloned().unwrap_or_default()
+            } else {
+                m.name.clone()
+            },
             peer_urls: m.peer_urls.clone(),
             client_urls: if m.client_urls.is_empty() {
                 published.cloned().unwrap_or_default()

@@ -10,13 +10,15 @@
 //! a barrier is among them) made durable with one fsync, right here, and
 //! only then do its `after` effects go out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kv::WatchResponse;
 use member::wire::Frame;
 use member::{Checkpoint, Clock, Effect, Member, MemberError, PeerMessage, Ready, Reply, Request};
+use paxos::NodeId;
 use paxos::multi::Envelope;
 use storage::SnapshotSender;
 use tokio::sync::{mpsc, oneshot};
@@ -125,6 +127,36 @@ pub struct Driver {
     /// Where they go: a task on the runtime that puts them on their
     /// sessions' queues (see [`deliver_watch_responses`]).
     watch_delivery: mpsc::UnboundedSender<WatchBatch>,
+    /// The member table the transport was last told of.
+    known_members: Vec<kv::ClusterMember>,
+    /// When a configuration change removed this member: it stops
+    /// [`REMOVED_STOP_DELAY`] later, once its answers (to the `member
+    /// remove` itself, say) are out.
+    removed_at: Option<Instant>,
+}
+
+/// How long a member removed from the cluster goes on before it stops.
+const REMOVED_STOP_DELAY: Duration = Duration::from_secs(1);
+
+/// Each member's id and first peer URL: what a joining member is told.
+fn directory_of(table: &[kv::ClusterMember]) -> Vec<(NodeId, String)> {
+    table
+        .iter()
+        .filter_map(|m| m.peer_urls.first().map(|url| (m.id, url.clone())))
+        .collect()
+}
+
+/// The address a peer URL names (`http://127.0.0.1:2380`): an IP literal,
+/// or a name resolved once here.
+pub fn peer_addr(url: &str) -> Option<SocketAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host_port = rest.trim_end_matches('/');
+    if let Ok(addr) = host_port.parse() {
+        return Some(addr);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .ok()?
+        .next()
 }
 
 impl Driver {
@@ -141,7 +173,11 @@ impl Driver {
         // A turn's messages to each peer leave together, at the barrier or
         // at the end of the turn (`flush`), written from this thread.
         transport.cork();
+        let known_members = member.members().to_vec();
+        transport.set_directory(directory_of(&known_members));
         let mut driver = Driver {
+            removed_at: None,
+            known_members,
             member,
             disk,
             transport,
@@ -302,6 +338,7 @@ impl Driver {
         }
         self.transport.flush();
         self.deliver_watches();
+        self.follow_membership()?;
         match checkpoint {
             Some(checkpoint) => self.checkpoint(checkpoint),
             None => Ok(()),
@@ -350,6 +387,45 @@ impl Driver {
     }
 
     /// Hands this turn's watch responses to the delivery task.
+    /// After a configuration change the transport talks to the members of
+    /// the new table; a member the change removed stops, as etcd's do.
+    fn follow_membership(&mut self) -> Result<(), String> {
+        if self
+            .removed_at
+            .is_some_and(|at| at.elapsed() >= REMOVED_STOP_DELAY)
+        {
+            return Err("the member has been permanently removed from the cluster".into());
+        }
+        let table = self.member.members();
+        if table == self.known_members.as_slice() {
+            return Ok(());
+        }
+        let me = self.member.id();
+        let was_member = self.known_members.iter().any(|m| m.id == me);
+        self.known_members = table.to_vec();
+        if was_member && !table.iter().any(|m| m.id == me) {
+            warn!("removed from the cluster: stopping");
+            self.removed_at = Some(Instant::now());
+        }
+        let peers: BTreeMap<NodeId, SocketAddr> = table
+            .iter()
+            .filter_map(|m| {
+                let addr = m.peer_urls.iter().find_map(|url| peer_addr(url));
+                if addr.is_none() {
+                    warn!(member = m.id, urls = ?m.peer_urls, "no address in a member's peer URLs");
+                }
+                addr.map(|addr| (m.id, addr))
+            })
+            .collect();
+        info!(
+            members = table.len(),
+            "the configuration changed; peers follow it"
+        );
+        self.transport.set_peers(&peers);
+        self.transport.set_directory(directory_of(table));
+        Ok(())
+    }
+
     fn deliver_watches(&mut self) {
         if self.watch_outbox.is_empty() {
             return;

@@ -94,6 +94,13 @@ pub struct NodeConfig {
     /// Client connections served on the driver's own thread at once (see
     /// [`client_port::Lane`]); the rest are served by the runtime's workers.
     pub driver_connections: usize,
+    /// `--initial-cluster-state existing`: join a running cluster that a
+    /// `MemberAdd` made this member part of, instead of starting one.
+    pub join: bool,
+    /// `--max-learners`.
+    pub max_learners: usize,
+    /// `--strict-reconfig-check`.
+    pub strict_reconfig_check: bool,
 }
 
 impl NodeConfig {
@@ -113,6 +120,9 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(5),
             snapshot_count: 100_000,
             driver_connections: DRIVER_CONNECTIONS_DEFAULT,
+            join: false,
+            max_learners: 1,
+            strict_reconfig_check: true,
         }
     }
 
@@ -187,8 +197,9 @@ pub struct NodeHandle {
     inputs: mpsc::Sender<Input>,
     member_id: u64,
     cluster_id: u64,
-    /// This member's client URLs: shown for it before it has told its
-    /// peers.
+    /// This member's name and client URLs: shown for it before it has
+    /// told its peers.
+    name: String,
     advertise_client_urls: Vec<String>,
     timeout: Duration,
 }
@@ -219,13 +230,15 @@ impl Node {
     /// starts serving.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
         tuning::tune_allocator();
-        let me = check_config(&config)?;
-        let (disk, member) = recover(&config, me)?;
+        check_config(&config)?;
+        let identity = identity(&config).await?;
+        let me = identity.me;
+        let (disk, member) = recover(&config, &identity)?;
         // The driver's runtime, built first so that the peer transport and
         // the first client connections can run on it.
         let runtime = DriverRuntime::build()?;
         let lane = runtime.handle()?;
-        let (transport, peers) = start_transport(&config, me, &lane)?;
+        let (transport, peers) = start_transport(&config, &identity, &lane)?;
         let metrics = Arc::new(NodeMetrics::default());
         let driver = start_driver(&config, member, disk, &transport, &metrics, runtime, peers)?;
         let handle = NodeHandle::new(&config, me, driver.inputs.clone());
@@ -314,26 +327,126 @@ impl Drop for DriverRuntime {
     }
 }
 
-/// Step 1: this member's id, once the configuration is known to hold
-/// together.
-fn check_config(config: &NodeConfig) -> Result<NodeId, StartError> {
-    let me = config.my_id().ok_or_else(|| {
-        StartError::Config(format!(
+/// Step 1: the configuration holds together.
+fn check_config(config: &NodeConfig) -> Result<(), StartError> {
+    if config.my_id().is_none() {
+        return Err(StartError::Config(format!(
             "--name {:?} is not in --initial-cluster",
             config.name
-        ))
-    })?;
+        )));
+    }
     if config.election_ticks <= config.heartbeat_ticks * 2 {
         return Err(StartError::Config(
             "the election timeout must be well above the heartbeat interval".into(),
         ));
     }
-    Ok(me)
+    Ok(())
+}
+
+/// Who this member is: a member of the initial cluster (its id a hash of
+/// its name), or one that joined later (its id drawn by `MemberAdd`,
+/// kept in the data directory once learned).
+struct Identity {
+    me: NodeId,
+    /// Joined a running cluster: it learns its configuration from the log
+    /// or a snapshot, not from the flags.
+    joined: bool,
+    /// Every member's id and peer URL, as a member told it (joining).
+    directory: Vec<(NodeId, String)>,
+}
+
+/// The file a member that joined keeps its id in.
+const JOINED_ID_FILE: &str = "member-id";
+
+/// Bounds how long a joining member keeps asking for the directory.
+const JOIN_ATTEMPTS_MAX: u32 = 20;
+
+async fn identity(config: &NodeConfig) -> Result<Identity, StartError> {
+    let path = config.data_dir.join(JOINED_ID_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let me = u64::from_str_radix(text.trim(), 16).map_err(|_| {
+            StartError::Config(format!("{} does not hold a member id", path.display()))
+        })?;
+        return Ok(Identity {
+            me,
+            joined: true,
+            directory: Vec::new(),
+        });
+    }
+    let own_url = config
+        .members
+        .iter()
+        .find(|m| m.name == config.name)
+        .map(|m| m.peer_url.clone())
+        .unwrap_or_default();
+    if !config.join {
+        return Ok(Identity {
+            me: config.my_id().unwrap_or(0),
+            joined: false,
+            directory: Vec::new(),
+        });
+    }
+    let mut last_error = String::from("no other member in --initial-cluster");
+    for attempt in 0..JOIN_ATTEMPTS_MAX {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for m in config.members.iter().filter(|m| m.name != config.name) {
+            match ask_directory(m.peer_addr, &config.cluster_token).await {
+                Ok(directory) => {
+                    let Some(&(me, _)) = directory.iter().find(|(_, url)| *url == own_url) else {
+                        return Err(StartError::Config(format!(
+                            "the cluster has no member with peer URL {own_url}: add it first \
+                             (etcdctl member add {} --peer-urls={own_url})",
+                            config.name
+                        )));
+                    };
+                    std::fs::create_dir_all(&config.data_dir)
+                        .and_then(|()| std::fs::write(&path, format!("{me:x}\n")))
+                        .map_err(|source| {
+                            StartError::Config(format!(
+                                "cannot keep the member id in {}: {source}",
+                                path.display()
+                            ))
+                        })?;
+                    info!(id = format!("{me:x}"), from = %m.name, "joining the cluster");
+                    return Ok(Identity {
+                        me,
+                        joined: true,
+                        directory,
+                    });
+                }
+                Err(e) => last_error = format!("{} ({}): {e}", m.name, m.peer_url),
+            }
+        }
+    }
+    Err(StartError::Config(format!(
+        "could not retrieve the cluster's members from --initial-cluster: {last_error}"
+    )))
+}
+
+/// Asks the member at `addr` for the directory, as a joining member.
+async fn ask_directory(addr: SocketAddr, token: &str) -> Result<Vec<(NodeId, String)>, String> {
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::transport::wire::ask_directory(&mut stream, token.as_bytes())
+            .await
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(2), ask)
+        .await
+        .map_err(|_| "timed out".to_string())?
 }
 
 /// Step 2: the data directory recovered, and the member over it: the
 /// replica from the log, the store from the latest snapshot.
-fn recover(config: &NodeConfig, me: NodeId) -> Result<(disk::Disk, Member<ReplyTx>), StartError> {
+fn recover(
+    config: &NodeConfig,
+    identity: &Identity,
+) -> Result<(disk::Disk, Member<ReplyTx>), StartError> {
+    let me = identity.me;
     let (disk, restored) =
         disk::open(config.data_dir.clone()).map_err(|source| StartError::Storage {
             dir: config.data_dir.clone(),
@@ -351,7 +464,13 @@ fn recover(config: &NodeConfig, me: NodeId) -> Result<(disk::Disk, Member<ReplyT
     if let Some(torn) = &restored.torn_tail {
         info!(file = %torn.file.display(), offset = torn.offset, "cut a torn write at the end of the log");
     }
-    let ids: Vec<NodeId> = config.members.iter().map(|m| config.member_id(m)).collect();
+    // A member that joined knows no configuration from its flags: it
+    // learns one from the log or a snapshot.
+    let ids: Vec<NodeId> = if identity.joined {
+        Vec::new()
+    } else {
+        config.members.iter().map(|m| config.member_id(m)).collect()
+    };
     let mut paxos = PaxosConfig::new(me, ids);
     paxos.heartbeat_ticks = config.heartbeat_ticks;
     paxos.election_ticks = config.election_ticks;
@@ -369,9 +488,12 @@ fn recover(config: &NodeConfig, me: NodeId) -> Result<(disk::Disk, Member<ReplyT
             seed: random_seed(),
             fill_on_ready: true,
             observe: false,
+            max_learners: config.max_learners,
+            strict_reconfig_check: config.strict_reconfig_check,
             initial_members: config
                 .members
                 .iter()
+                .filter(|_| !identity.joined)
                 .map(|m| kv::ClusterMember {
                     id: config.member_id(m),
                     name: m.name.clone(),
@@ -380,24 +502,34 @@ fn recover(config: &NodeConfig, me: NodeId) -> Result<(disk::Disk, Member<ReplyT
                     is_learner: false,
                 })
                 .collect(),
-            ..member::Config::default()
         },
     );
-    member.advertise(config.advertise_client_urls.clone());
+    member.advertise(config.name.clone(), config.advertise_client_urls.clone());
     Ok((disk, member))
 }
 
 /// Step 3: the peer port, on the driver's runtime.
 fn start_transport(
     config: &NodeConfig,
-    me: NodeId,
+    identity: &Identity,
     runtime: &tokio::runtime::Handle,
 ) -> Result<(TransportHandle, Peers), StartError> {
-    let peers: BTreeMap<NodeId, SocketAddr> = config
-        .members
-        .iter()
-        .map(|m| (config.member_id(m), m.peer_addr))
-        .collect();
+    let me = identity.me;
+    // A member that joined starts with the members it was told of; one
+    // that restarts after joining, with none until its table is applied.
+    let peers: BTreeMap<NodeId, SocketAddr> = if identity.joined {
+        identity
+            .directory
+            .iter()
+            .filter_map(|(id, url)| driver::peer_addr(url).map(|addr| (*id, addr)))
+            .collect()
+    } else {
+        config
+            .members
+            .iter()
+            .map(|m| (config.member_id(m), m.peer_addr))
+            .collect()
+    };
     let mut transport_config =
         TransportConfig::new(me, config.listen_peer, peers, config.cluster_token.clone());
     // A restarted member must hear its leader well within an election
@@ -455,7 +587,7 @@ fn start_driver(
             None => Err("the driver's runtime was already taken".into()),
         };
         if let Err(e) = &result {
-            error!(error = %e, "the node stops: storage failed, durability unknown");
+            error!(error = %e, "the node stops");
         }
         let _ = done_tx.send(result);
     };
@@ -575,6 +707,7 @@ impl NodeHandle {
             inputs,
             member_id: me,
             cluster_id: config.cluster_id(),
+            name: config.name.clone(),
             advertise_client_urls: config.advertise_client_urls.clone(),
             timeout: config.request_timeout,
         }
@@ -737,17 +870,18 @@ impl Backend for NodeHandle {
     fn members(&self) -> impl Future<Output = Result<Vec<MemberInfo>, ApiError>> + Send {
         let me = self.member_id;
         let own = self.advertise_client_urls.clone();
+        let own_name = self.name.clone();
         async move {
             self.query(move |m| {
                 m.members()
                     .iter()
                     .map(|t| {
-                        let published = if t.id == me {
-                            Some(&own)
+                        let (name, urls) = if t.id == me {
+                            (Some(&own_name), Some(&own))
                         } else {
-                            m.peer_client_urls().get(&t.id)
+                            (m.peer_names().get(&t.id), m.peer_client_urls().get(&t.id))
                         };
-                        MemberInfo::from_table(t, published)
+                        MemberInfo::from_table(t, name, urls)
                     })
                     .collect()
             })
@@ -761,7 +895,19 @@ impl Backend for NodeHandle {
     ) -> impl Future<Output = Result<Vec<MemberInfo>, ApiError>> + Send {
         async move {
             match self.request(Request::ChangeMembers(change)).await? {
-                Reply::Command(kv::Response::SetMembers(_)) => self.members().await,
+                // The table after the change, with what is known of names
+                // and client URLs (this member may be the one removed,
+                // about to stop: nothing more is asked of it).
+                Reply::Command(kv::Response::SetMembers(done)) => {
+                    let mut known = self.members().await.unwrap_or_default();
+                    known.retain(|m| done.members.iter().any(|t| t.id == m.id));
+                    for t in &done.members {
+                        if !known.iter().any(|m| m.id == t.id) {
+                            known.push(MemberInfo::from_table(t, None, None));
+                        }
+                    }
+                    Ok(known)
+                }
                 other => Err(mismatched(other)),
             }
         }

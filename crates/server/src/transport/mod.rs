@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use member::PeerMessage;
@@ -336,7 +336,8 @@ impl Transport {
         let shared = Arc::new(Shared {
             me: config.me,
             token: config.token.clone().into_bytes(),
-            members,
+            members: RwLock::new(members),
+            directory: RwLock::new(Vec::new()),
             config,
             inbound_tx,
             inbound: InboundCounters::default(),
@@ -344,19 +345,24 @@ impl Transport {
             connection_serial: AtomicU64::new(0),
         });
 
-        let mut tasks = Vec::with_capacity(peers.len() + 1);
-        tasks.push(runtime.spawn(run_listener(listener, Arc::clone(&shared))));
-        for peer in peers.values() {
-            tasks.push(runtime.spawn(run_dialer(Arc::clone(&shared), Arc::clone(peer))));
-        }
+        let tasks = vec![runtime.spawn(run_listener(listener, Arc::clone(&shared)))];
+        let dialers = peers
+            .values()
+            .map(|peer| {
+                let task = runtime.spawn(run_dialer(Arc::clone(&shared), Arc::clone(peer)));
+                (peer.id, task)
+            })
+            .collect();
         info!(me = shared.me, %local_addr, peers = peers.len(), "peer transport started");
         let inner = Inner {
             shared,
-            peers,
+            peers: RwLock::new(peers),
             local_addr,
             closed: AtomicBool::new(false),
             corked: AtomicBool::new(false),
             tasks: Mutex::new(tasks),
+            dialers: Mutex::new(dialers),
+            runtime: runtime.clone(),
         };
         Ok((
             TransportHandle {
@@ -366,6 +372,11 @@ impl Transport {
         ))
     }
 }
+
+/// How long a member removed by a configuration change is still sent to:
+/// the decision that removed it, and the slots before it, must reach it so
+/// that it learns it was removed and stops.
+pub const REMOVED_PEER_GRACE: Duration = Duration::from_secs(10);
 
 /// Sends envelopes to peers and reports on the transport. Cheap to clone;
 /// when the last clone is dropped the transport stops.
@@ -383,7 +394,8 @@ impl TransportHandle {
         if inner.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        let peer = inner.peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        let peers = inner.peers();
+        let peer = peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
         let mut frame = vec![0u8; wire::LENGTH_PREFIX_BYTES];
         encode_peer(inner.shared.me, to, message, &mut frame);
         self.enqueue(peer, frame)
@@ -404,8 +416,8 @@ impl TransportHandle {
                 me,
             });
         }
-        let peer = inner
-            .peers
+        let peers = inner.peers();
+        let peer = peers
             .get(&envelope.to)
             .ok_or(SendError::UnknownPeer(envelope.to))?;
         // Encode straight behind a placeholder prefix: one buffer, no copy.
@@ -425,9 +437,85 @@ impl TransportHandle {
     /// the connection is idle and the socket takes them, else handed to the
     /// peer's writer task. Never blocks.
     pub fn flush(&self) {
-        for peer in self.inner.peers.values() {
+        for peer in self.inner.peers().values() {
             peer.kick();
         }
+    }
+
+    /// Every member's id and peer URL, told to a member that joins and
+    /// asks (see [`wire::ask_directory`]).
+    pub fn set_directory(&self, directory: Vec<(NodeId, String)>) {
+        *self
+            .inner
+            .shared
+            .directory
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = directory;
+    }
+
+    /// The members to talk to from now on, by id and address: a member a
+    /// configuration change added gets a dialer and may connect; one it
+    /// removed may no longer connect, and is forgotten (its queue dropped)
+    /// after [`REMOVED_PEER_GRACE`], time for the decision that removed it
+    /// to reach it; one whose address changed is redialled there. `me` is
+    /// skipped.
+    pub fn set_peers(&self, wanted: &BTreeMap<NodeId, SocketAddr>) {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let me = inner.shared.me;
+        let mut peers = inner
+            .peers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let moved: Vec<NodeId> = peers
+            .iter()
+            .filter(|(id, peer)| wanted.get(id).is_some_and(|addr| *addr != peer.addr))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in moved {
+            inner.forget_peer(&mut peers, id);
+        }
+        for id in peers.keys().filter(|id| !wanted.contains_key(id)) {
+            let (inner, id) = (Arc::clone(inner), *id);
+            inner.runtime.clone().spawn(async move {
+                tokio::time::sleep(REMOVED_PEER_GRACE).await;
+                if inner.shared.members_now().contains(&id) {
+                    return; // added back meanwhile
+                }
+                let mut peers = inner
+                    .peers
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                inner.forget_peer(&mut peers, id);
+            });
+        }
+        let mut dialers = inner.dialers();
+        for (id, addr) in wanted {
+            if *id == me || peers.contains_key(id) {
+                continue;
+            }
+            let config = &inner.shared.config;
+            let peer = Arc::new(Peer {
+                id: *id,
+                addr: *addr,
+                queue: FrameQueue::new(config.queue_frames_max, config.queue_bytes_max),
+                counters: PeerCounters::default(),
+            });
+            let task = inner
+                .runtime
+                .spawn(run_dialer(Arc::clone(&inner.shared), Arc::clone(&peer)));
+            dialers.insert(*id, task);
+            peers.insert(*id, peer);
+            info!(me, peer = id, %addr, "peer added");
+        }
+        *inner
+            .shared
+            .members
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            wanted.keys().copied().filter(|id| *id != me).collect();
     }
 
     /// Fills in the length prefix of a frame built behind a placeholder and
@@ -457,7 +545,7 @@ impl TransportHandle {
     /// Frames queued for each peer now.
     pub fn queue_depths(&self) -> BTreeMap<NodeId, usize> {
         self.inner
-            .peers
+            .peers()
             .iter()
             .map(|(id, peer)| (*id, peer.queue.depth().0))
             .collect()
@@ -467,7 +555,7 @@ impl TransportHandle {
     pub fn metrics(&self) -> TransportMetrics {
         let inner = &self.inner;
         let peers = inner
-            .peers
+            .peers()
             .iter()
             .map(|(id, peer)| {
                 let (queue_frames, queue_bytes) = peer.queue.depth();
@@ -514,7 +602,8 @@ impl TransportHandle {
     /// [`SendError::Closed`].
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let tasks = std::mem::take(&mut *self.inner.tasks());
+        let mut tasks = std::mem::take(&mut *self.inner.tasks());
+        tasks.extend(std::mem::take(&mut *self.inner.dialers()).into_values());
         for task in &tasks {
             task.abort();
         }
@@ -530,12 +619,18 @@ impl TransportHandle {
 #[derive(Debug)]
 struct Inner {
     shared: Arc<Shared>,
-    peers: BTreeMap<NodeId, Arc<Peer>>,
+    /// The members talked to; changed only by [`TransportHandle::set_peers`].
+    peers: RwLock<BTreeMap<NodeId, Arc<Peer>>>,
     local_addr: SocketAddr,
     closed: AtomicBool,
     /// Sends wait for `flush` (see [`TransportHandle::cork`]).
     corked: AtomicBool,
+    /// The listener's task.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Each peer's dialer task.
+    dialers: Mutex<BTreeMap<NodeId, JoinHandle<()>>>,
+    /// Where dialers of members added later run.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Inner {
@@ -543,6 +638,32 @@ impl Inner {
         self.tasks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn dialers(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, JoinHandle<()>>> {
+        self.dialers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn peers(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<NodeId, Arc<Peer>>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stops talking to `id`: its dialer, queue and inbound connection go.
+    fn forget_peer(&self, peers: &mut BTreeMap<NodeId, Arc<Peer>>, id: NodeId) {
+        if peers.remove(&id).is_none() {
+            return;
+        }
+        if let Some(task) = self.dialers().remove(&id) {
+            task.abort();
+        }
+        if let Some((_, connection)) = self.shared.authenticated().remove(&id) {
+            connection.notify_one();
+        }
+        info!(me = self.shared.me, peer = id, "peer forgotten");
     }
 }
 
@@ -559,7 +680,10 @@ impl Drop for Inner {
 struct Shared {
     me: NodeId,
     token: Vec<u8>,
-    members: BTreeSet<NodeId>,
+    /// Who may connect: the members of the configuration in force.
+    members: RwLock<BTreeSet<NodeId>>,
+    /// Every member's id and peer URL, for a member joining.
+    directory: RwLock<Vec<(NodeId, String)>>,
     config: TransportConfig,
     inbound_tx: mpsc::Sender<Frame>,
     inbound: InboundCounters,
@@ -571,6 +695,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// Who may connect now.
+    fn members_now(&self) -> BTreeSet<NodeId> {
+        self.members
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     fn authenticated(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (u64, Arc<Notify>)>> {
         self.authenticated
             .lock()
@@ -891,9 +1023,21 @@ async fn serve_inbound(
     // Not fatal: only latency suffers.
     let _ = stream.set_nodelay(true);
     let timeout = Duration::from_millis(shared.config.handshake_timeout_ms);
-    let handshake = wire::accept(&mut stream, me, &shared.members, &shared.token);
+    let members = shared.members_now();
+    let handshake = wire::accept(&mut stream, me, &members, &shared.token);
     let peer = match tokio::time::timeout(timeout, handshake).await {
-        Ok(Ok(peer)) => peer,
+        Ok(Ok(wire::Dialer::Member(peer))) => peer,
+        Ok(Ok(wire::Dialer::Newcomer)) => {
+            let directory = shared
+                .directory
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            let frame = wire::encode_directory(&directory);
+            let sent = wire::write_frame(&mut stream, &frame).await;
+            info!(me, %addr, ok = sent.is_ok(), "told a joining member the directory");
+            return;
+        }
         Ok(Err(error)) => {
             bump(&shared.inbound.handshakes_refused);
             warn!(me, %addr, %error, "refused peer connection");

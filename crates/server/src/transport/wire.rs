@@ -18,6 +18,12 @@
 //! one way only, dialer to acceptor, each an envelope encoded by
 //! [`paxos::multi::codec::encode_envelope`].
 //!
+//! A member that joins an existing cluster does not know its own id yet
+//! (a `MemberAdd` drew it at random): it dials a member with both ids 0,
+//! the acceptor answers the welcome with one more frame, the directory
+//! (every member's id and peer URL, as [`encode_directory`] writes it),
+//! and closes. The joiner finds itself in it by its peer URL.
+//!
 //! The token is never sent. The frames are not encrypted: the handshake
 //! keeps strangers out, it does not hide the traffic.
 //!
@@ -307,16 +313,73 @@ where
     Ok(())
 }
 
+/// Who completed an acceptor's handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialer {
+    /// A member, by id: its frames follow.
+    Member(NodeId),
+    /// A member joining, asking for the directory (both ids 0).
+    Newcomer,
+}
+
+/// Encodes the directory a joining member asks for: each member's id and
+/// peer URL.
+pub fn encode_directory(directory: &[(NodeId, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w = paxos::multi::codec::Writer(&mut out);
+    w.varint(directory.len() as u64);
+    for (id, url) in directory {
+        w.varint(*id);
+        w.bytes(url.as_bytes());
+    }
+    out
+}
+
+/// Decodes [`encode_directory`]'s bytes; malformed input is an error.
+pub fn decode_directory(bytes: &[u8]) -> Result<Vec<(NodeId, String)>, HandshakeError> {
+    let bad = |_| HandshakeError::Malformed(bytes.len());
+    let mut r = paxos::multi::codec::Reader::new(bytes);
+    let n = r.count().map_err(bad)?;
+    let mut out = Vec::with_capacity(n.min(paxos::multi::codec::RESERVE_ITEMS_MAX));
+    for _ in 0..n {
+        let id = r.varint().map_err(bad)?;
+        let url = std::str::from_utf8(r.bytes().map_err(bad)?)
+            .map_err(|_| HandshakeError::Malformed(bytes.len()))?;
+        out.push((id, url.to_string()));
+    }
+    r.finish().map_err(bad)?;
+    Ok(out)
+}
+
+/// Largest directory frame a joiner reads.
+pub const DIRECTORY_FRAME_BYTES_MAX: u32 = 1 << 20;
+
+/// A joining member's side: proves it knows `token`, checks the acceptor
+/// does too, and reads the directory.
+pub async fn ask_directory<S>(
+    stream: &mut S,
+    token: &[u8],
+) -> Result<Vec<(NodeId, String)>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    dial(stream, 0, 0, token).await?;
+    let mut buf = Vec::new();
+    read_frame(stream, DIRECTORY_FRAME_BYTES_MAX, &mut buf).await?;
+    decode_directory(&buf)
+}
+
 /// The acceptor's side: challenges the dialer, and returns its member id
 /// once it has proved it is one of `members` (never `me`) and knows
-/// `token`. Frames from the connection may be trusted as that member's only
-/// after this returns.
+/// `token` (or that it is a newcomer asking for the directory, which the
+/// caller then sends). Frames from the connection may be trusted as that
+/// member's only after this returns.
 pub async fn accept<S>(
     stream: &mut S,
     me: NodeId,
     members: &BTreeSet<NodeId>,
     token: &[u8],
-) -> Result<NodeId, HandshakeError>
+) -> Result<Dialer, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -347,11 +410,14 @@ where
     if !transcript.verify(token, Side::Dialer, rest) {
         return Err(HandshakeError::BadProof);
     }
-    if from == me || !members.contains(&from) {
-        return Err(HandshakeError::NotAMember(from));
-    }
-    if to != me {
-        return Err(HandshakeError::WrongRecipient { to, me });
+    let newcomer = from == 0 && to == 0;
+    if !newcomer {
+        if from == me || !members.contains(&from) {
+            return Err(HandshakeError::NotAMember(from));
+        }
+        if to != me {
+            return Err(HandshakeError::WrongRecipient { to, me });
+        }
     }
 
     let mut welcome = Vec::with_capacity(WELCOME_BYTES);
@@ -359,7 +425,11 @@ where
     welcome.extend_from_slice(&transcript.proof(token, Side::Acceptor));
     write_frame(stream, &welcome).await?;
     stream.flush().await?;
-    Ok(from)
+    Ok(if newcomer {
+        Dialer::Newcomer
+    } else {
+        Dialer::Member(from)
+    })
 }
 
 #[cfg(test)]
@@ -449,7 +519,7 @@ mod tests {
             let accepted = acceptor.await.ok();
             if expect_ok {
                 assert!(dialed.is_ok());
-                assert!(matches!(accepted, Some(Ok(1))));
+                assert!(matches!(accepted, Some(Ok(Dialer::Member(1)))));
             } else {
                 assert!(dialed.is_err());
                 assert!(matches!(accepted, Some(Err(HandshakeError::BadProof))));

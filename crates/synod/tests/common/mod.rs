@@ -20,6 +20,9 @@ pub struct Member {
     pub peer_port: u16,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
+    /// Joins a running cluster with this `--initial-cluster` (as `etcdctl
+    /// member add` printed it) instead of starting with the others.
+    pub joins: Option<String>,
 }
 
 /// The cluster.
@@ -73,6 +76,7 @@ impl Cluster {
                 peer_port: port(2 * i - 1),
                 data_dir: root.join(format!("m{i}")),
                 child: None,
+                joins: None,
             })
             .collect();
         drop(held);
@@ -115,7 +119,14 @@ impl Cluster {
                 "--listen-peer-urls=http://127.0.0.1:{}",
                 m.peer_port
             ))
-            .arg(format!("--initial-cluster={}", self.cluster))
+            .arg(format!(
+                "--initial-cluster={}",
+                m.joins.as_deref().unwrap_or(&self.cluster)
+            ))
+            .arg(format!(
+                "--initial-cluster-state={}",
+                if m.joins.is_some() { "existing" } else { "new" }
+            ))
             .arg("--initial-cluster-token=test")
             .arg(format!("--snapshot-count={SNAPSHOT_COUNT}"))
             .stdout(Stdio::null())
