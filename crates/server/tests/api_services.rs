@@ -1252,7 +1252,7 @@ async fn leases_expire_on_the_backends_clock() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn member_list_and_refused_membership_changes() {
+async fn member_list_and_membership_changes_a_single_store_refuses() {
     tokio::time::timeout(TEST_BOUND, async {
         let served = serve().await;
         let mut cluster = served.cluster();
@@ -1270,6 +1270,25 @@ async fn member_list_and_refused_membership_changes() {
         assert_eq!(me.peer_ur_ls, config.peer_urls);
         assert_eq!(me.client_ur_ls, config.client_urls);
         assert!(!me.is_learner);
+        // Malformed peer URLs are refused before anything is asked.
+        let refused = cluster
+            .member_add(pb::MemberAddRequest {
+                peer_ur_ls: vec![],
+                is_learner: true,
+            })
+            .await
+            .expect_err("member add without peer URLs");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        let refused = cluster
+            .member_add(pb::MemberAddRequest {
+                peer_ur_ls: vec!["127.0.0.1:9".into()],
+                is_learner: true,
+            })
+            .await
+            .expect_err("member add with a peer URL that is no URL");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        // The single-store backend has no log to decide a change in: it
+        // refuses as etcd does while it cannot take one.
         let refused = cluster
             .member_add(pb::MemberAddRequest {
                 peer_ur_ls: vec!["http://127.0.0.1:9".into()],
@@ -1277,12 +1296,13 @@ async fn member_list_and_refused_membership_changes() {
             })
             .await
             .expect_err("member add");
-        assert_eq!(refused.code(), Code::Unimplemented);
+        assert_eq!(refused.code(), Code::Unavailable);
+        assert_eq!(refused.message(), "etcdserver: unhealthy cluster");
         let refused = cluster
             .member_remove(pb::MemberRemoveRequest { id: 1 })
             .await
             .expect_err("member remove");
-        assert_eq!(refused.code(), Code::Unimplemented);
+        assert_eq!(refused.code(), Code::Unavailable);
     })
     .await
     .expect("test bound");
