@@ -296,6 +296,50 @@ struct Node {
     removed: bool,
 }
 
+impl Node {
+    /// A node with an empty disk, started from `initial_voters` (none: a
+    /// member joining a running cluster), its life's randomness from `seed`.
+    fn fresh(
+        config: &SimConfig,
+        id: NodeId,
+        initial_voters: Vec<NodeId>,
+        seed: u64,
+        now: u64,
+    ) -> Node {
+        let fs = SimFs::new();
+        let store = ReplicaStore::open(
+            fs.clone(),
+            std::path::Path::new(DATA_DIR),
+            wal_options(),
+            snapshot_options(),
+        )
+        .ok()
+        .map(|(store, _)| store);
+        let member = store.as_ref().map(|_| {
+            Member::new(
+                Replica::new(replica_config(config, id, &initial_voters)),
+                Store::new(Limits::default()),
+                member_config(config, seed, &initial_voters),
+            )
+        });
+        Node {
+            id,
+            refused: member.is_none(),
+            member,
+            fs,
+            store,
+            incarnation: 0,
+            fill_due: false,
+            turn_due: false,
+            started_at: now,
+            drift_ppm: drift_ppm(config, seed),
+            paused_until: 0,
+            initial_voters,
+            removed: false,
+        }
+    }
+}
+
 /// One client's operation in progress.
 struct Pending {
     history_index: usize,
@@ -484,39 +528,7 @@ impl World {
         let members: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
         let nodes = members
             .iter()
-            .map(|&id| {
-                let fs = SimFs::new();
-                let store = ReplicaStore::open(
-                    fs.clone(),
-                    std::path::Path::new(DATA_DIR),
-                    wal_options(),
-                    snapshot_options(),
-                )
-                .ok()
-                .map(|(store, _)| store);
-                let seed = rng.next_u64();
-                Node {
-                    id,
-                    member: store.as_ref().map(|_| {
-                        Member::new(
-                            Replica::new(replica_config(&config, id, &members)),
-                            Store::new(Limits::default()),
-                            member_config(&config, seed, &members),
-                        )
-                    }),
-                    refused: store.is_none(),
-                    fs,
-                    store,
-                    incarnation: 0,
-                    fill_due: false,
-                    turn_due: false,
-                    started_at: 0,
-                    drift_ppm: drift_ppm(&config, seed),
-                    paused_until: 0,
-                    initial_voters: members.clone(),
-                    removed: false,
-                }
-            })
+            .map(|&id| Node::fresh(&config, id, members.clone(), rng.next_u64(), 0))
             .collect();
         let n = &config.nemesis;
         let faulty_net = NetConfig {
@@ -2068,38 +2080,9 @@ impl World {
     fn spawn_node(&mut self) -> NodeId {
         let id = self.next_node_id;
         self.next_node_id += 1;
-        let fs = SimFs::new();
-        let store = ReplicaStore::open(
-            fs.clone(),
-            std::path::Path::new(DATA_DIR),
-            wal_options(),
-            snapshot_options(),
-        )
-        .ok()
-        .map(|(store, _)| store);
         let seed = self.rng.next_u64();
-        let member = store.as_ref().map(|_| {
-            Member::new(
-                Replica::new(replica_config(&self.config, id, &[])),
-                Store::new(Limits::default()),
-                member_config(&self.config, seed, &[]),
-            )
-        });
-        self.nodes.push(Node {
-            id,
-            refused: member.is_none(),
-            member,
-            fs,
-            store,
-            incarnation: 0,
-            fill_due: false,
-            turn_due: false,
-            started_at: self.now,
-            drift_ppm: drift_ppm(&self.config, seed),
-            paused_until: 0,
-            initial_voters: Vec::new(),
-            removed: false,
-        });
+        self.nodes
+            .push(Node::fresh(&self.config, id, Vec::new(), seed, self.now));
         self.members.push(id);
         self.schedule(TICK_US, Event::Tick(id));
         self.trace(|| format!("nemesis: start n{id} with an empty disk"));

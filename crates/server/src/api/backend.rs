@@ -47,46 +47,26 @@ impl From<member::MemberError> for ApiError {
     }
 }
 
-/// A member as `MemberList` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberInfo {
-    /// etcd-style member id.
-    pub id: u64,
-    /// `--name`.
-    pub name: String,
-    /// Peer URLs.
-    pub peer_urls: Vec<String>,
-    /// Client URLs (empty until the member published them).
-    pub client_urls: Vec<String>,
-    /// A learner: receives the log, votes in nothing.
-    pub is_learner: bool,
-}
+/// A member as `MemberList` reports it: a row of the replicated member
+/// table, with what the member published filled in.
+pub type MemberInfo = kv::ClusterMember;
 
-impl MemberInfo {
-    /// A member of the replicated table, with the name and client URLs it
-    /// published where the table has none (a member `MemberAdd` added has
-    /// none until it started: etcd's "unstarted").
-    pub fn from_table(
-        m: &kv::ClusterMember,
-        published_name: Option<&String>,
-        published: Option<&Vec<String>>,
-    ) -> Self {
-        MemberInfo {
-            id: m.id,
-            name: if m.name.is_empty() {
-                published_name.cloned().unwrap_or_default()
-            } else {
-                m.name.clone()
-            },
-            peer_urls: m.peer_urls.clone(),
-            client_urls: if m.client_urls.is_empty() {
-                published.cloned().unwrap_or_default()
-            } else {
-                m.client_urls.clone()
-            },
-            is_learner: m.is_learner,
-        }
+/// A member of the replicated table, with the name and client URLs it
+/// published where the table has none (a member `MemberAdd` added has none
+/// until it started: etcd's "unstarted").
+pub fn published_member(
+    m: &kv::ClusterMember,
+    published_name: Option<&String>,
+    published: Option<&Vec<String>>,
+) -> MemberInfo {
+    let mut info = m.clone();
+    if info.name.is_empty() {
+        info.name = published_name.cloned().unwrap_or_default();
     }
+    if info.client_urls.is_empty() {
+        info.client_urls = published.cloned().unwrap_or_default();
+    }
+    info
 }
 
 /// What `Status` and response headers report.

@@ -82,7 +82,7 @@ pub mod status;
 pub mod stream;
 pub mod watch_service;
 
-pub use backend::{ApiError, Backend, MemberInfo, NodeStatus, WatchStream};
+pub use backend::{ApiError, Backend, MemberInfo, NodeStatus, WatchStream, published_member};
 pub use cluster_service::ClusterService;
 pub use convert::ConvertError;
 pub use kv_service::KvService;

@@ -881,7 +881,7 @@ impl Backend for NodeHandle {
                         } else {
                             (m.peer_names().get(&t.id), m.peer_client_urls().get(&t.id))
                         };
-                        MemberInfo::from_table(t, name, urls)
+                        crate::api::published_member(t, name, urls)
                     })
                     .collect()
             })
@@ -903,7 +903,7 @@ impl Backend for NodeHandle {
                     known.retain(|m| done.members.iter().any(|t| t.id == m.id));
                     for t in &done.members {
                         if !known.iter().any(|m| m.id == t.id) {
-                            known.push(MemberInfo::from_table(t, None, None));
+                            known.push(t.clone());
                         }
                     }
                     Ok(known)
