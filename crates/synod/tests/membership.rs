@@ -257,6 +257,37 @@ fn a_new_member_joins_as_a_learner_catches_up_is_promoted_and_an_old_one_leaves(
     let row = list.lines().find(|l| l.contains(&url)).unwrap_or_default();
     assert!(row.trim_end().ends_with("false"), "a voter now: {row}");
 
+    // Restarted, it is still itself: its id from its data directory, its
+    // configuration and peers from its snapshot and log, not the flags.
+    for i in 0..30 {
+        c.ok(&["put", &format!("r{i:02}"), "w"]);
+    }
+    if let Some(mut child) = c.members[3].child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    c.ok(&["put", "while-down", "z"]);
+    c.spawn(3);
+    c.wait_healthy(3);
+    let mut back = false;
+    for _ in 0..40 {
+        let out = c.ctl_at(
+            &newcomer,
+            &["get", "while-down", "--consistency=s", "--print-value-only"],
+            None,
+        );
+        if String::from_utf8_lossy(&out.stdout).trim() == "z" {
+            back = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(
+        back,
+        "the restarted member never caught up; log:\n{}",
+        c.log(3)
+    );
+
     // The first member leaves (the leader, perhaps): the other three go on,
     // the new one among them, and it stops.
     let gone_url = format!("http://127.0.0.1:{}", c.members[0].peer_port);

@@ -138,6 +138,20 @@ pub struct Driver {
 /// How long a member removed from the cluster goes on before it stops.
 const REMOVED_STOP_DELAY: Duration = Duration::from_secs(1);
 
+/// Each member's id and address, from its peer URLs.
+fn peers_of(table: &[kv::ClusterMember]) -> BTreeMap<NodeId, SocketAddr> {
+    table
+        .iter()
+        .filter_map(|m| {
+            let addr = m.peer_urls.iter().find_map(|url| peer_addr(url));
+            if addr.is_none() {
+                warn!(member = m.id, urls = ?m.peer_urls, "no address in a member's peer URLs");
+            }
+            addr.map(|addr| (m.id, addr))
+        })
+        .collect()
+}
+
 /// Each member's id and first peer URL: what a joining member is told.
 fn directory_of(table: &[kv::ClusterMember]) -> Vec<(NodeId, String)> {
     table
@@ -175,6 +189,11 @@ impl Driver {
         transport.cork();
         let known_members = member.members().to_vec();
         transport.set_directory(directory_of(&known_members));
+        if !known_members.is_empty() {
+            // A member that joined and restarts from a snapshot has its
+            // peers in the table only.
+            transport.set_peers(&peers_of(&known_members));
+        }
         let mut driver = Driver {
             removed_at: None,
             known_members,
@@ -407,21 +426,11 @@ impl Driver {
             warn!("removed from the cluster: stopping");
             self.removed_at = Some(Instant::now());
         }
-        let peers: BTreeMap<NodeId, SocketAddr> = table
-            .iter()
-            .filter_map(|m| {
-                let addr = m.peer_urls.iter().find_map(|url| peer_addr(url));
-                if addr.is_none() {
-                    warn!(member = m.id, urls = ?m.peer_urls, "no address in a member's peer URLs");
-                }
-                addr.map(|addr| (m.id, addr))
-            })
-            .collect();
         info!(
             members = table.len(),
             "the configuration changed; peers follow it"
         );
-        self.transport.set_peers(&peers);
+        self.transport.set_peers(&peers_of(table));
         self.transport.set_directory(directory_of(table));
         Ok(())
     }
