@@ -22,30 +22,6 @@ fn json_number(json: &str, field: &str) -> i64 {
         .unwrap_or_else(|_| panic!("{field} is a number in {json}"))
 }
 
-/// Whether the member at `endpoint` serves `want` for `key` on a
-/// serializable read (its own store) within `tries` polls `pause` apart.
-fn serves_serializably(
-    c: &Cluster,
-    endpoint: &str,
-    key: &str,
-    want: &str,
-    tries: usize,
-    pause: Duration,
-) -> bool {
-    (0..tries).any(|_| {
-        let out = c.ctl_at(
-            endpoint,
-            &["get", key, "--consistency=s", "--print-value-only"],
-            None,
-        );
-        let served = String::from_utf8_lossy(&out.stdout).trim() == want;
-        if !served {
-            std::thread::sleep(pause);
-        }
-        served
-    })
-}
-
 #[test]
 fn etcdctl_drives_a_three_member_cluster_through_a_leader_kill() {
     let mut c = Cluster::start("etcdctl");
@@ -246,14 +222,8 @@ fn etcdctl_drives_a_three_member_cluster_through_a_leader_kill() {
     // serves it from its own store.
     for m in &c.members {
         let me = format!("127.0.0.1:{}", m.client_port);
-        let served = serves_serializably(
-            &c,
-            &me,
-            "after-garbage",
-            "ok",
-            100,
-            Duration::from_millis(50),
-        );
+        let served =
+            c.serves_serializably(&me, "after-garbage", "ok", 100, Duration::from_millis(50));
         assert!(served, "{} never served the write serializably", m.name);
     }
 
@@ -347,8 +317,7 @@ fn etcdctl_drives_a_three_member_cluster_through_a_leader_kill() {
     c.wait_healthy(leader);
     let me = format!("127.0.0.1:{}", c.members[leader].client_port);
     let last = format!("bulk{:03}", 3 * SNAPSHOT_COUNT - 1);
-    let caught_up = serves_serializably(
-        &c,
+    let caught_up = c.serves_serializably(
         &me,
         &last,
         &(3 * SNAPSHOT_COUNT - 1).to_string(),

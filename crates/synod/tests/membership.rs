@@ -214,19 +214,8 @@ fn a_new_member_joins_as_a_learner_catches_up_is_promoted_and_an_old_one_leaves(
     let newcomer = format!("127.0.0.1:{client}");
 
     // It serves serializable reads once caught up, and refuses writes.
-    let mut caught_up = false;
-    for _ in 0..40 {
-        let out = c.ctl_at(
-            &newcomer,
-            &["get", "k59", "--consistency=s", "--print-value-only"],
-            None,
-        );
-        if String::from_utf8_lossy(&out.stdout).trim() == "v59" {
-            caught_up = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    let pause = std::time::Duration::from_millis(250);
+    let caught_up = c.serves_serializably(&newcomer, "k59", "v59", 40, pause);
     assert!(caught_up, "the learner never caught up; log:\n{}", c.log(3));
     let refused = c.ctl_at(&newcomer, &["put", "from-learner", "x"], None);
     assert!(!refused.status.success());
@@ -269,19 +258,7 @@ fn a_new_member_joins_as_a_learner_catches_up_is_promoted_and_an_old_one_leaves(
     c.ok(&["put", "while-down", "z"]);
     c.spawn(3);
     c.wait_healthy(3);
-    let mut back = false;
-    for _ in 0..40 {
-        let out = c.ctl_at(
-            &newcomer,
-            &["get", "while-down", "--consistency=s", "--print-value-only"],
-            None,
-        );
-        if String::from_utf8_lossy(&out.stdout).trim() == "z" {
-            back = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    let back = c.serves_serializably(&newcomer, "while-down", "z", 40, pause);
     assert!(
         back,
         "the restarted member never caught up; log:\n{}",

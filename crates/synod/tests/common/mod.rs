@@ -213,6 +213,30 @@ impl Cluster {
         child.wait_with_output().expect("etcdctl output")
     }
 
+    /// Whether the member at `endpoint` serves `want` for `key` on a
+    /// serializable read (its own store) within `tries` polls `pause` apart.
+    pub fn serves_serializably(
+        &self,
+        endpoint: &str,
+        key: &str,
+        want: &str,
+        tries: usize,
+        pause: Duration,
+    ) -> bool {
+        (0..tries).any(|_| {
+            let out = self.ctl_at(
+                endpoint,
+                &["get", key, "--consistency=s", "--print-value-only"],
+                None,
+            );
+            let served = String::from_utf8_lossy(&out.stdout).trim() == want;
+            if !served {
+                std::thread::sleep(pause);
+            }
+            served
+        })
+    }
+
     /// Runs etcdctl and returns its stdout, failing the test on an error.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.ctl(args);
