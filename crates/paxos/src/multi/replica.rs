@@ -676,12 +676,8 @@ impl Replica {
 
     /// The members an `Accept` for `slot` goes to: those whose vote counts.
     fn acceptors(&self, slot: Slot) -> Vec<NodeId> {
-        let membership = self.membership_at(slot);
-        let mut to: Vec<NodeId> = membership.voters.iter().copied().collect();
-        if self.config.bug == Some(Bug::LearnerVotes) {
-            to.extend(membership.learners.iter().copied());
-        }
-        to
+        let learner_votes = self.config.bug == Some(Bug::LearnerVotes);
+        acceptors_of(self.membership_at(slot), learner_votes).collect()
     }
 
     /// The configurations a leader's quorum rounds (read confirmation,
@@ -1542,10 +1538,9 @@ impl Replica {
                 // To every member that has not answered: no longer thrifty.
                 proposal.thrifty = false;
                 let membership = membership_in(&self.memberships, *slot);
-                let learners = membership.learners.iter().filter(|_| learner_votes);
-                for member in membership.voters.iter().chain(learners) {
-                    if *member != self.config.id && !proposal.votes.contains(member) {
-                        resend.push((*member, *slot, proposal.value.clone()));
+                for member in acceptors_of(membership, learner_votes) {
+                    if member != self.config.id && !proposal.votes.contains(&member) {
+                        resend.push((member, *slot, proposal.value.clone()));
                     }
                 }
             }
@@ -1693,6 +1688,13 @@ impl Replica {
             self.outputs.push(Output::ReadReady { read, index });
         }
     }
+}
+
+/// Whose votes a slot of `membership` is asked for: its voters (and, in
+/// the broken variant `learner-votes`, its learners).
+fn acceptors_of(membership: &Membership, learner_votes: bool) -> impl Iterator<Item = NodeId> + '_ {
+    let learners = membership.learners.iter().filter(move |_| learner_votes);
+    membership.voters.iter().chain(learners).copied()
 }
 
 /// The configuration in force for `slot` in a map keyed by first slot; a
